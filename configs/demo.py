@@ -1,0 +1,37 @@
+r"""A micro CLIP that learns the synthetic captioned-shapes task on a laptop CPU.
+
+  python -m mmjax.main --config=configs/demo.py
+
+About 0.3M parameters, 32-pixel images; reaches high zero-shot accuracy on the
+held-out split in a few minutes on 2 cores.
+"""
+
+from mmjax import config as mmconfig
+
+
+def get_config(arg: str | None = None):
+    arg = mmconfig.parse_arg(arg, steps=1500, batch=128)
+    c = mmconfig.base()
+    c.batch_size = arg.batch
+    c.total_steps = arg.steps
+    c.log_every = 100
+    c.ckpt_every = 500
+    c.keep_ckpts = 2
+    c.model.embed_dim = 64
+    c.model.image.variant = "mu/8"
+    c.model.image.pool = "gap"
+    c.model.text.width = 64
+    c.model.text.depth = 2
+    c.model.text.num_heads = 2
+    c.model.text.mlp_dim = 256
+    c.model.text.vocab_size = 1024
+    c.model.text.context_length = 16
+    c.optim.lr = 2e-3
+    c.optim.weight_decay = 0.05
+    c.schedule.warmup_steps = 100
+    c.data.image_size = 32
+    c.data.num_threads = 2
+    c.data.synthetic.num_eval = 1000
+    c.eval.every = 250
+    c.eval.batch_size = 500
+    return mmconfig.lock(c)

@@ -1,0 +1,70 @@
+"""All-gather contrastive losses: each device scores its own rows against the gathered
+other modality (the "local loss" form of open_clip), so logits are b_local x B.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mmjax.losses.registry import LOSSES
+
+AxisName = str | Sequence[str]
+
+
+def gather(x: jax.Array, axis_name: AxisName) -> jax.Array:
+    """All devices' rows, in mesh order: [b_local, d] -> [B, d]."""
+    return jax.lax.all_gather(x, axis_name, tiled=True)
+
+
+def local_offset(b_local: int, axis_name: AxisName) -> jax.Array:
+    """Index in the global batch of this device's first row."""
+    return jax.lax.axis_index(axis_name) * b_local
+
+
+def _row_terms(
+    queries: jax.Array, keys: jax.Array, scale: jax.Array, offset: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Per-row InfoNCE loss and correctness for queries against all keys."""
+    # The scale goes into one operand before the matmul (see FIELD-NOTES: numerics).
+    logits = (queries * scale) @ keys.T
+    rows = jnp.arange(queries.shape[0])
+    positive = logits[rows, offset + rows]
+    loss = jax.nn.logsumexp(logits, axis=-1) - positive
+    correct = jnp.argmax(logits, axis=-1) == offset + rows
+    return loss, correct
+
+
+@LOSSES.register("softmax")
+def softmax_loss(
+    image: jax.Array,
+    text: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    *,
+    axis_name: AxisName,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Symmetric InfoNCE (CLIP): mean of image->text and text->image cross-entropies.
+
+    `bias` is accepted for a uniform API; a per-row constant does not change a softmax.
+    """
+    del bias
+    image = image.astype(jnp.float32)
+    text = text.astype(jnp.float32)
+    scale = scale.astype(jnp.float32)
+    b = image.shape[0]
+    offset = local_offset(b, axis_name)
+    global_b = b * jax.lax.axis_size(axis_name)
+    i2t_loss, i2t_ok = _row_terms(image, gather(text, axis_name), scale, offset)
+    t2i_loss, t2i_ok = _row_terms(text, gather(image, axis_name), scale, offset)
+    sums = jax.lax.psum(
+        jnp.stack([i2t_loss.sum(), t2i_loss.sum(), i2t_ok.sum(), t2i_ok.sum()]), axis_name
+    )
+    loss = (sums[0] + sums[1]) / (2 * global_b)
+    metrics = {
+        "loss_i2t": sums[0] / global_b,
+        "loss_t2i": sums[1] / global_b,
+        "acc_i2t": sums[2] / global_b,
+        "acc_t2i": sums[3] / global_b,
+    }
+    return loss, metrics

@@ -1,0 +1,207 @@
+"""Transformer building blocks shared by the towers.
+
+Every parameter carries logical axis names (`embed`, `mlp`, `heads`, `kv`, `vocab`,
+`layers`); `mmjax.parallel.sharding` maps them onto the mesh with rules from the config.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """The sigmoid approximation of GELU used by the OpenAI CLIP checkpoints."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+    "quick_gelu": quick_gelu,
+    "relu": nn.relu,
+}
+
+
+def dense_init(names: tuple[str, ...], stddev: float | None = None) -> Callable[..., Any]:
+    """A kernel initialiser with logical axis names attached."""
+    init = nn.initializers.xavier_uniform() if stddev is None else nn.initializers.normal(stddev)
+    return nn.with_logical_partitioning(init, names)
+
+
+def zeros_init(names: tuple[str, ...]) -> Callable[..., Any]:
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def layer_norm(dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+    """LayerNorm computed in float32 whatever the activation dtype, with named params."""
+    return nn.LayerNorm(
+        epsilon=1e-5,
+        dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        bias_init=zeros_init(("norm",)),
+        name=name,
+    )
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; softmax in float32."""
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        width = x.shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}.")
+        head_dim = width // self.num_heads
+        qkv = nn.DenseGeneral(
+            (3, self.num_heads, head_dim),
+            dtype=self.dtype,
+            kernel_init=dense_init(("embed", None, "heads", "kv")),
+            bias_init=zeros_init((None, "heads", "kv")),
+            name="qkv",
+        )(x)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        return nn.DenseGeneral(
+            width,
+            axis=(-2, -1),
+            dtype=self.dtype,
+            kernel_init=dense_init(("heads", "kv", "embed")),
+            bias_init=zeros_init(("embed",)),
+            name="out",
+        )(out)
+
+
+class MlpBlock(nn.Module):
+    """Transformer MLP: Dense(mlp_dim) -> activation -> Dense(width)."""
+
+    mlp_dim: int
+    act: str = "gelu"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        h = nn.Dense(
+            self.mlp_dim,
+            dtype=self.dtype,
+            kernel_init=dense_init(("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("mlp",)),
+            name="fc1",
+        )(x)
+        h = ACTIVATIONS[self.act](h)
+        return nn.Dense(
+            width,
+            dtype=self.dtype,
+            kernel_init=dense_init(("mlp", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("embed",)),
+            name="fc2",
+        )(h)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    num_heads: int
+    mlp_dim: int
+    act: str = "gelu"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, None]:
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        y = layer_norm(self.dtype, "ln1")(x).astype(self.dtype)
+        x = x + Attention(self.num_heads, self.dtype, name="attn")(y, mask)
+        y = layer_norm(self.dtype, "ln2")(x).astype(self.dtype)
+        x = x + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
+        return x, None
+
+
+class Encoder(nn.Module):
+    """`depth` blocks under `nn.scan`: one compiled block whatever the depth.
+
+    Scanning keeps compile time flat in depth (seconds for a 24-layer model on CPU);
+    parameters are stacked along a leading `layers` axis.
+    """
+
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    act: str = "gelu"
+    dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        block = EncoderBlock
+        if self.remat:
+            block = nn.remat(block, prevent_cse=False)
+        stack = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=nn.broadcast,
+            length=self.depth,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
+        x, _ = stack(self.num_heads, self.mlp_dim, self.act, self.dtype, name="blocks")(x, mask)
+        return x
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling: a learned query attends over the tokens."""
+
+    num_heads: int
+    mlp_dim: int
+    act: str = "gelu"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, _, width = x.shape
+        probe = self.param(
+            "probe",
+            nn.with_logical_partitioning(nn.initializers.xavier_uniform(), (None, None, "embed")),
+            (1, 1, width),
+        )
+        query = jnp.tile(probe, (batch, 1, 1)).astype(self.dtype)
+        head_dim = width // self.num_heads
+        q = nn.DenseGeneral(
+            (self.num_heads, head_dim),
+            dtype=self.dtype,
+            kernel_init=dense_init(("embed", "heads", "kv")),
+            bias_init=zeros_init(("heads", "kv")),
+            name="q",
+        )(query)
+        kv = nn.DenseGeneral(
+            (2, self.num_heads, head_dim),
+            dtype=self.dtype,
+            kernel_init=dense_init(("embed", None, "heads", "kv")),
+            bias_init=zeros_init((None, "heads", "kv")),
+            name="kv",
+        )(x)
+        k, v = kv[..., 0, :, :], kv[..., 1, :, :]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        out = nn.DenseGeneral(
+            width,
+            axis=(-2, -1),
+            dtype=self.dtype,
+            kernel_init=dense_init(("heads", "kv", "embed")),
+            bias_init=zeros_init(("embed",)),
+            name="out",
+        )(jnp.einsum("bhqk,bkhd->bqhd", weights, v))
+        y = layer_norm(self.dtype, "ln")(out).astype(self.dtype)
+        out = out + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
+        return out[:, 0]

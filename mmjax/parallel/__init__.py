@@ -1,0 +1,1 @@
+"""Device mesh, multi-host start-up and sharding rules."""
