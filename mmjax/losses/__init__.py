@@ -9,7 +9,12 @@ Every loss has one signature and runs inside the shard_map island over the batch
 the mean over the global batch, float32, and identical on every device; metrics likewise.
 """
 
-from mmjax.losses import contrastive  # noqa: F401  (registers losses)
+from mmjax.losses import (
+    contrastive,  # noqa: F401  (registers losses)
+    sigmoid,  # noqa: F401
+    sigmoid_ring,  # noqa: F401
+    softmax_ring,  # noqa: F401
+)
 from mmjax.losses.registry import LOSSES, get_loss, sharded_loss
 
 __all__ = ["LOSSES", "get_loss", "sharded_loss"]

@@ -37,6 +37,48 @@ def zeros_init(names: tuple[str, ...]) -> Callable[..., Any]:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
+class DenseND(nn.Module):
+    """A dense layer with multi-dimensional input and output axes and named parameters.
+
+    Contracts the last `len(in_names)` axes of x into `features`. Unlike
+    `nn.DenseGeneral`, the kernel is created in its final shape, so its logical axis
+    names always match its rank.
+    """
+
+    features: tuple[int, ...]
+    in_names: tuple[str | None, ...]
+    out_names: tuple[str | None, ...]
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n_in = len(self.in_names)
+        in_shape = x.shape[-n_in:]
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(
+                nn.initializers.variance_scaling(
+                    1.0,
+                    "fan_avg",
+                    "uniform",
+                    in_axis=tuple(range(n_in)),
+                    out_axis=tuple(range(n_in, n_in + len(self.features))),
+                ),
+                self.in_names + self.out_names,
+            ),
+            in_shape + tuple(self.features),
+            jnp.float32,
+        )
+        bias = self.param("bias", zeros_init(self.out_names), tuple(self.features), jnp.float32)
+        contract = tuple(range(x.ndim - n_in, x.ndim))
+        y = jax.lax.dot_general(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            ((contract, tuple(range(n_in))), ((), ())),
+        )
+        return y + bias.astype(self.dtype)
+
+
 def layer_norm(dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm computed in float32 whatever the activation dtype, with named params."""
     return nn.LayerNorm(
@@ -60,12 +102,8 @@ class Attention(nn.Module):
         if width % self.num_heads:
             raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}.")
         head_dim = width // self.num_heads
-        qkv = nn.DenseGeneral(
-            (3, self.num_heads, head_dim),
-            dtype=self.dtype,
-            kernel_init=dense_init(("embed", None, "heads", "kv")),
-            bias_init=zeros_init((None, "heads", "kv")),
-            name="qkv",
+        qkv = DenseND(
+            (3, self.num_heads, head_dim), ("embed",), (None, "heads", "kv"), self.dtype, name="qkv"
         )(x)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
@@ -73,14 +111,7 @@ class Attention(nn.Module):
             logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(
-            width,
-            axis=(-2, -1),
-            dtype=self.dtype,
-            kernel_init=dense_init(("heads", "kv", "embed")),
-            bias_init=zeros_init(("embed",)),
-            name="out",
-        )(out)
+        return DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(out)
 
 
 class MlpBlock(nn.Module):
@@ -177,31 +208,18 @@ class MAPHead(nn.Module):
         )
         query = jnp.tile(probe, (batch, 1, 1)).astype(self.dtype)
         head_dim = width // self.num_heads
-        q = nn.DenseGeneral(
-            (self.num_heads, head_dim),
-            dtype=self.dtype,
-            kernel_init=dense_init(("embed", "heads", "kv")),
-            bias_init=zeros_init(("heads", "kv")),
-            name="q",
-        )(query)
-        kv = nn.DenseGeneral(
-            (2, self.num_heads, head_dim),
-            dtype=self.dtype,
-            kernel_init=dense_init(("embed", None, "heads", "kv")),
-            bias_init=zeros_init((None, "heads", "kv")),
-            name="kv",
+        q = DenseND((self.num_heads, head_dim), ("embed",), ("heads", "kv"), self.dtype, name="q")(
+            query
+        )
+        kv = DenseND(
+            (2, self.num_heads, head_dim), ("embed",), (None, "heads", "kv"), self.dtype, name="kv"
         )(x)
         k, v = kv[..., 0, :, :], kv[..., 1, :, :]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = nn.DenseGeneral(
-            width,
-            axis=(-2, -1),
-            dtype=self.dtype,
-            kernel_init=dense_init(("heads", "kv", "embed")),
-            bias_init=zeros_init(("embed",)),
-            name="out",
-        )(jnp.einsum("bhqk,bkhd->bqhd", weights, v))
+        out = DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(
+            jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        )
         y = layer_norm(self.dtype, "ln")(out).astype(self.dtype)
         out = out + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
         return out[:, 0]

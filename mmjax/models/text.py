@@ -57,7 +57,13 @@ class TextTransformer(nn.Module):
         else:
             mask = nn.make_attention_mask(valid, valid, dtype=jnp.bool_)
         x = layers.Encoder(
-            self.depth, self.num_heads, self.mlp_dim, self.act, self.dtype, self.remat, name="encoder"
+            self.depth,
+            self.num_heads,
+            self.mlp_dim,
+            self.act,
+            self.dtype,
+            self.remat,
+            name="encoder",
         )(x, mask)
         x = layers.layer_norm(self.dtype, "ln_final")(x)
         if self.pool == "eot":

@@ -33,7 +33,7 @@ VIT_SIZES: dict[str, ViTSize] = {
 
 
 def decode_variant(variant: str) -> tuple[ViTSize, int]:
-    """"B/16" -> (the B size, patch 16)."""
+    """ "B/16" -> (the B size, patch 16)."""
     name, _, patch = variant.partition("/")
     if name not in VIT_SIZES or not patch.isdigit():
         known = ", ".join(f"{n}/16" for n in VIT_SIZES)
@@ -95,7 +95,13 @@ class ViT(nn.Module):
         if self.pre_norm:
             x = layers.layer_norm(self.dtype, "ln_pre")(x).astype(self.dtype)
         x = layers.Encoder(
-            self.depth, self.num_heads, self.mlp_dim, self.act, self.dtype, self.remat, name="encoder"
+            self.depth,
+            self.num_heads,
+            self.mlp_dim,
+            self.act,
+            self.dtype,
+            self.remat,
+            name="encoder",
         )(x)
         return self._pool(x)
 

@@ -1,0 +1,1 @@
+"""Data: sources (random-access or streaming), tokenizers, transforms, Grain pipelines."""

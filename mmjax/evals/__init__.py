@@ -1,0 +1,1 @@
+"""Evaluations: zero-shot classification (more to come: retrieval, linear probe, kNN)."""

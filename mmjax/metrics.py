@@ -1,0 +1,110 @@
+"""Progress lines, `workdir/metrics.jsonl` and TensorBoard events (via tensorboardX)."""
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+
+import jax
+import numpy as np
+
+
+class MetricWriter:
+    """Writes scalars to metrics.jsonl and TensorBoard, on process 0 only."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        self._jsonl = None
+        self._tb = None
+        if self.active:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            except ImportError:
+                logging.warning("tensorboardX is not installed: no TensorBoard events.")
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        if not self.active:
+            return
+        record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, float(v), int(step))
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class Progress:
+    """Averages step metrics between reports and adds throughput and ETA.
+
+    Device metrics are kept as arrays until a report, so logging does not force a
+    host sync on every step.
+    """
+
+    def __init__(self, total_steps: int, global_batch: int, num_devices: int, start_step: int):
+        self.total_steps = total_steps
+        self.global_batch = global_batch
+        self.num_devices = num_devices
+        self._pending: list[Mapping[str, jax.Array]] = []
+        self._last_step = start_step
+        self._last_time = time.perf_counter()
+
+    def add(self, metrics: Mapping[str, jax.Array]) -> None:
+        self._pending.append(metrics)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (evaluations, saves) does not count against throughput."""
+        start = time.perf_counter()
+        yield
+        self._last_time += time.perf_counter() - start
+
+    def report(self, step: int) -> dict[str, float]:
+        """Mean metrics since the last report plus steps/s, samples/s, ETA."""
+        fetched = jax.device_get(self._pending)
+        self._pending = []
+        out = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]} if fetched else {}
+        now = time.perf_counter()
+        steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        out["steps_per_s"] = steps_per_s
+        out["samples_per_s"] = steps_per_s * self.global_batch
+        out["samples_per_s_per_device"] = out["samples_per_s"] / self.num_devices
+        out["eta_s"] = (self.total_steps - step) / max(steps_per_s, 1e-9)
+        return out
+
+    def line(self, step: int, m: Mapping[str, float]) -> str:
+        parts = [f"step {step}/{self.total_steps}"]
+        for key, fmt in (
+            ("loss", "loss {:.4f}"),
+            ("acc_i2t", "i2t {:.3f}"),
+            ("acc_t2i", "t2i {:.3f}"),
+            ("lr", "lr {:.2e}"),
+            ("scale", "scale {:.2f}"),
+            ("grad_norm", "gnorm {:.3f}"),
+        ):
+            if key in m:
+                parts.append(fmt.format(m[key]))
+        parts.append(f"{m['steps_per_s']:.2f} steps/s")
+        parts.append(f"{m['samples_per_s']:.0f} samples/s")
+        parts.append(f"{m['samples_per_s_per_device']:.0f}/s/device")
+        parts.append(f"ETA {_fmt_duration(m['eta_s'])}")
+        return " | ".join(parts)

@@ -1,0 +1,1 @@
+"""Training: state, optimizer, the jitted step and the loop."""

@@ -1,0 +1,148 @@
+"""The training loop, top to bottom: mesh, model, data, state, step, then iterate."""
+
+import json
+import logging
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax import config as config_lib
+from mmjax import losses, models
+from mmjax.checkpoint import Checkpointer
+from mmjax.data import pipeline, sources, tokenizers
+from mmjax.evals import templates
+from mmjax.evals.zeroshot import ZeroShot
+from mmjax.metrics import MetricWriter, Progress
+from mmjax.parallel import mesh as mesh_lib
+from mmjax.parallel import sharding
+from mmjax.train import memory, optim, state, step
+
+MEMORY_HINT = (
+    "Lower config.batch_size, set config.model.remat=True or model.dtype='bfloat16', add"
+    " devices, or try the config's runlocal variant (e.g. configs/clip_vitb.py:runlocal)."
+)
+
+
+def log_param_counts(abstract: state.TrainState) -> int:
+    params = abstract.params
+    total = state.count_params(params)
+    towers = {k: state.count_params(v) for k, v in params.items() if isinstance(v, dict)}
+    parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in towers.items())
+    logging.info("Model parameters: %d (%.2fM; %s).", total, total / 1e6, parts)
+    return total
+
+
+def build_model_and_state(config: ml_collections.ConfigDict, mesh):
+    """Model, optimizer, schedule, init function, abstract state and its shardings."""
+    model = models.build_model(config.model)
+    tx, schedule = optim.make_optimizer(config)
+    inputs = state.dummy_inputs(config.data.image_size, config.model.text.context_length)
+    init_fn = state.make_init_fn(model, tx, inputs)
+    abstract, shardings = state.abstract_state(init_fn, mesh, config.mesh.rules)
+    return model, tx, schedule, init_fn, abstract, shardings
+
+
+def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    s, b = config.data.image_size, config.batch_size
+    shard = sharding.batch_sharding(mesh)
+    return {
+        "image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=shard),
+        "tokens": jax.ShapeDtypeStruct(
+            (b, config.model.text.context_length), jnp.int32, sharding=shard
+        ),
+    }
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains (or resumes) the run in `workdir`; returns the last reported metrics."""
+    mesh = mesh_lib.make_mesh(config.mesh)
+    config_lib.check(config, jax.device_count(), jax.process_count())
+    save_config(config, workdir)
+    logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
+        model, tx, schedule, init_fn, abstract, shardings = build_model_and_state(config, mesh)
+        log_param_counts(abstract)
+
+        tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, config.model.text)
+        train_ds = pipeline.train_dataset(
+            sources.build_source(config.data, "train", config.seed),
+            tokenizer,
+            config.batch_size,
+            config.seed,
+            jax.process_index(),
+            jax.process_count(),
+        )
+        data_iter = pipeline.as_iterator(train_ds, config.data)
+
+        loss_fn = losses.sharded_loss(losses.get_loss(config.loss), mesh)
+        train_step = jax.jit(
+            step.make_train_step(model, loss_fn, tx, schedule),
+            in_shardings=(shardings, sharding.batch_sharding(mesh)),
+            out_shardings=(shardings, sharding.replicated(mesh)),
+            donate_argnums=0,
+        )
+        compiled = train_step.lower(abstract, batch_spec(config, mesh)).compile()
+        if config.check_memory:
+            needed = memory.check_fits(compiled, jax.local_devices()[0], MEMORY_HINT)
+            if needed:
+                logging.info("Train step needs %.2f GiB per device.", needed / 2**30)
+
+        ckpt = Checkpointer(
+            os.path.join(workdir, "checkpoints"), config.ckpt_every, config.keep_ckpts
+        )
+        start = ckpt.latest_step() or 0
+        if start:
+            train_state = ckpt.restore(start, abstract, data_iter)
+        else:
+            train_state = state.init_state(init_fn, jax.random.key(config.seed), shardings)
+
+        evaluator = None
+        if config.eval.zeroshot.enabled:
+            eval_source = sources.build_source(config.data, "eval", config.seed)
+            evaluator = ZeroShot(
+                model,
+                eval_source,
+                eval_source.class_names,
+                templates.TEMPLATES[sources.source_name(config.data)],
+                tokenizer,
+                mesh,
+                config.eval.batch_size,
+            )
+
+        writer = MetricWriter(workdir)
+        progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
+        last: dict[str, float] = {}
+        logging.info("Training from step %d to %d.", start, config.total_steps)
+        for i in range(start + 1, config.total_steps + 1):
+            batch = sharding.global_batch(next(data_iter), mesh)
+            train_state, metrics = compiled(train_state, batch)
+            progress.add(metrics)
+            done = i == config.total_steps
+            if i % config.log_every == 0 or done:
+                last = progress.report(i)
+                logging.info(progress.line(i, last))
+                writer.write(i, last)
+            if evaluator is not None and (i % config.eval.every == 0 or done):
+                with progress.paused():
+                    results = evaluator.run(train_state.params)
+                logging.info(
+                    "step %d | %s", i, json.dumps({k: round(v, 4) for k, v in results.items()})
+                )
+                writer.write(i, results)
+                last.update(results)
+            if i % config.ckpt_every == 0 or done:
+                ckpt.save(i, train_state, data_iter)
+        ckpt.close()
+        writer.close()
+    return last

@@ -1,0 +1,58 @@
+"""One training step: normalise, embed, contrastive loss (shard_map island), AdamW."""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmjax.train.state import TrainState
+
+# CLIP's image normalisation, applied on the device to the uint8 batch from the host.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+    """uint8 [..., 3] -> float32, scaled to [0, 1] then standardised per channel."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+
+
+def make_grad_fn(model: nn.Module, loss_fn: Callable) -> Callable:
+    """`grad_fn(params, batch) -> ((loss, aux), grads)` for a uint8 image + tokens batch.
+
+    `loss_fn` is the sharded loss (`losses.sharded_loss`): global embeddings in,
+    replicated loss out.
+    """
+
+    def loss_of(params, batch: dict):
+        images = normalize_images(batch["image"])
+        out = model.apply({"params": params}, images, batch["tokens"])
+        loss, metrics = loss_fn(out["image"], out["text"], out["scale"], out["bias"])
+        return loss, dict(metrics, scale=out["scale"], bias=out["bias"])
+
+    return jax.value_and_grad(loss_of, has_aux=True)
+
+
+def make_train_step(
+    model: nn.Module,
+    loss_fn: Callable,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings."""
+    grad_fn = make_grad_fn(model, loss_fn)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        (loss, metrics), grads = grad_fn(state.params, batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(
+            metrics, loss=loss, grad_norm=optax.global_norm(grads), lr=schedule(state.step)
+        )
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step

@@ -1,0 +1,59 @@
+"""Shared test fixtures: a tiny model config and numpy references."""
+
+import ml_collections
+import numpy as np
+
+from mmjax import config as config_lib
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+    """A model small enough to compile and step in about a second on CPU."""
+    c = config_lib.base()
+    c.batch_size = 16
+    c.total_steps = 6
+    c.log_every = 2
+    c.ckpt_every = 3
+    c.eval.every = 1000
+    c.eval.batch_size = 16
+    c.eval.zeroshot.enabled = False
+    c.model.embed_dim = 16
+    c.model.image.variant = "mu/8"
+    c.model.image.width = 32
+    c.model.image.depth = 1
+    c.model.image.num_heads = 2
+    c.model.image.mlp_dim = 64
+    c.model.text.width = 32
+    c.model.text.depth = 1
+    c.model.text.num_heads = 2
+    c.model.text.mlp_dim = 64
+    c.model.text.vocab_size = 128
+    c.model.text.context_length = 12
+    c.schedule.warmup_steps = 2
+    c.optim.lr = 1e-3
+    c.data.image_size = 16
+    c.data.num_threads = 1
+    c.data.prefetch = 1
+    c.data.synthetic.num_eval = 40
+    c.lock()
+    for key, value in overrides.items():
+        target = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return c
+
+
+def infonce_numpy(image: np.ndarray, text: np.ndarray, scale: float) -> float:
+    """Symmetric InfoNCE (Radford et al. 2021, Fig. 3 pseudocode) in float64."""
+    x = np.asarray(image, np.float64)
+    y = np.asarray(text, np.float64)
+    logits = scale * x @ y.T
+    n = len(x)
+
+    def cross_entropy(z: np.ndarray) -> float:
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return -log_p[np.arange(n), np.arange(n)].mean()
+
+    return 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
