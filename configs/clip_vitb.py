@@ -27,6 +27,7 @@ def get_config(arg: str | None = None):
     c.optim.weight_decay = 0.2
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_steps = 10_000
+    c.data.source = "wds"  # img2dataset webdataset shards at config.data.path
     c.data.image_size = 224
     c.eval.every = 5000
 

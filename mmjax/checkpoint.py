@@ -19,7 +19,7 @@ class Checkpointer:
     def __init__(self, directory: str, every: int, keep: int, async_save: bool = True):
         self.every = every
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            directory if "://" in directory else os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
                 enable_async_checkpointing=async_save,

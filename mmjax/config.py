@@ -96,6 +96,7 @@ def base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.batch_size = 256  # global batch, over all devices and processes
     c.total_steps = 1000
+    c.stop_at_step = 0  # >0: save and exit at this step (to fit a job time limit); resumable
     c.log_every = 50
     c.ckpt_every = 1000
     c.keep_ckpts = 3

@@ -9,11 +9,13 @@ A workdir that holds a checkpoint is resumed from its latest step.
 import logging
 import os
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from mmjax.parallel import mesh as mesh_lib
+from mmjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory; default ./workdirs/<config>.")
@@ -40,14 +42,19 @@ def main(argv: list[str]) -> None:
     del argv
     absl_logging.get_absl_handler().addFilter(_QuietLibraries())
     config = _CONFIG.value
-    mesh_lib.maybe_initialize_distributed(config.distributed)
-    from mmjax.train import loop  # after distributed init: imports touch no backend before
+    mesh_lib.maybe_initialize_distributed(config.distributed)  # before any backend use
 
     workdir = _WORKDIR.value or default_workdir(
         config_flags.get_config_filename(flags.FLAGS["config"])
     )
     logging.info("Workdir: %s", os.path.abspath(workdir))
-    loop.train(config, workdir)
+    results = loop.train(config, workdir)
+    if "zeroshot_top1" in results and jax.process_index() == 0:
+        print(
+            f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot_top1']:.1f}%"
+            f" (top-5 {100 * results['zeroshot_top5']:.1f}%). Workdir: {workdir}",
+            flush=True,
+        )
 
 
 def run() -> None:

@@ -124,11 +124,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
         last: dict[str, float] = {}
         logging.info("Training from step %d to %d.", start, config.total_steps)
-        for i in range(start + 1, config.total_steps + 1):
+        end = min(config.stop_at_step or config.total_steps, config.total_steps)
+        for i in range(start + 1, end + 1):
             batch = sharding.global_batch(next(data_iter), mesh)
             train_state, metrics = compiled(train_state, batch)
             progress.add(metrics)
-            done = i == config.total_steps
+            done = i == end
             if i % config.log_every == 0 or done:
                 last = progress.report(i)
                 logging.info(progress.line(i, last))

@@ -50,7 +50,7 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(
-            metrics, loss=loss, grad_norm=optax.global_norm(grads), lr=schedule(state.step)
+            metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step)
         )
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics

@@ -1,0 +1,37 @@
+"""Optimizer: which parameters decay, and the schedule's values."""
+
+import math
+
+import jax
+import numpy as np
+
+from mmjax import models
+from mmjax.train import optim, state
+from tests.helpers import tiny_config
+
+
+def test_weight_decay_only_on_weight_matrices():
+    config = tiny_config(**{"model.bias_init": -10.0, "model.image.pool": "map"})
+    model = models.build_model(config.model)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *state.dummy_inputs(16, 12)))
+    mask = optim.decay_mask(state.strip_boxes(shapes["params"]))
+    flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
+    decayed = {k for k, m in flat.items() if m}
+    assert "['image_proj']['kernel']" in decayed
+    assert any("['mlp']['fc1']['kernel']" in k for k in decayed)
+    assert any("['attn']['qkv']['kernel']" in k for k in decayed)
+    for name in ("['t']", "['b']", "pos_embed", "token_embed", "probe", "bias", "scale"):
+        hits = [k for k in flat if name in k]
+        assert hits, name
+        assert not any(flat[k] for k in hits), name
+
+
+def test_warmup_cosine_schedule():
+    config = tiny_config(total_steps=100, **{"schedule.warmup_steps": 10, "optim.lr": 1.0})
+    schedule = optim.make_schedule(config)
+    np.testing.assert_allclose(schedule(0), 0.0)
+    np.testing.assert_allclose(schedule(5), 0.5)
+    np.testing.assert_allclose(schedule(10), 1.0)
+    # Cosine from step 10 to 100: halfway (step 55) is half the peak.
+    np.testing.assert_allclose(schedule(55), 0.5 * (1 + math.cos(math.pi * 0.5)), atol=1e-6)
+    np.testing.assert_allclose(schedule(100), 0.0, atol=1e-7)
