@@ -169,6 +169,7 @@ def base() -> ml_collections.ConfigDict:
     c.distributed.coordinator_address = ""  # "" lets JAX find it (Cloud TPU, SLURM)
     c.distributed.num_processes = 0
     c.distributed.process_id = -1
+    c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "synthetic"

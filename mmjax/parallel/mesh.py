@@ -19,6 +19,8 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
     """
     if not config.initialize:
         return
+    if config.cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", config.cpu_collectives)
     kwargs = {}
     if config.coordinator_address:
         kwargs = dict(
