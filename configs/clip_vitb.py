@@ -29,15 +29,15 @@ def get_config(arg: str | None = None):
     c.schedule.warmup_steps = 10_000
     c.data.source = "wds"  # img2dataset webdataset shards at config.data.path
     c.data.image_size = 224
-    c.eval.every = 5000
+    c.evals.zeroshot.every = 5000
 
     if arg.runlocal:  # the same model, shrunk in batch, resolution and steps for a CPU
         c.batch_size = 16
         c.total_steps = 4
         c.log_every = 1
         c.ckpt_every = 4
-        c.eval.every = 4
-        c.eval.batch_size = 16
+        c.evals.zeroshot.every = 4
+        c.evals.zeroshot.batch_size = 16
         c.model.dtype = "float32"
         c.schedule.warmup_steps = 2
         c.data.image_size = 64

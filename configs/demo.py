@@ -32,6 +32,6 @@ def get_config(arg: str | None = None):
     c.data.image_size = 32
     c.data.num_threads = 2
     c.data.synthetic.num_eval = 1000
-    c.eval.every = 250
-    c.eval.batch_size = 500
+    c.evals.zeroshot.every = 250
+    c.evals.zeroshot.batch_size = 500
     return mmconfig.lock(c)

@@ -182,9 +182,9 @@ def base() -> ml_collections.ConfigDict:
     c.data.synthetic.num_train = 10_000_000
     c.data.synthetic.num_eval = 1000
 
-    c.eval = ml_collections.ConfigDict()
-    c.eval.every = 1000
-    c.eval.batch_size = 256
-    c.eval.zeroshot = ml_collections.ConfigDict()
-    c.eval.zeroshot.enabled = True
+    # Evaluators by name: `type` picks the code (evals/registry.py), `every` the period.
+    c.evals = ml_collections.ConfigDict()
+    c.evals.zeroshot = ml_collections.ConfigDict(
+        dict(type="zeroshot", every=1000, batch_size=256, dataset="synthetic", templates="")
+    )
     return c

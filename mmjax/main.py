@@ -49,10 +49,10 @@ def main(argv: list[str]) -> None:
     )
     logging.info("Workdir: %s", os.path.abspath(workdir))
     results = loop.train(config, workdir)
-    if "zeroshot_top1" in results and jax.process_index() == 0:
+    if "zeroshot/top1" in results and jax.process_index() == 0:
         print(
-            f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot_top1']:.1f}%"
-            f" (top-5 {100 * results['zeroshot_top5']:.1f}%). Workdir: {workdir}",
+            f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot/top1']:.1f}%"
+            f" (top-5 {100 * results['zeroshot/top5']:.1f}%). Workdir: {workdir}",
             flush=True,
         )
 

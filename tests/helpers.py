@@ -13,9 +13,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     c.total_steps = 6
     c.log_every = 2
     c.ckpt_every = 3
-    c.eval.every = 1000
-    c.eval.batch_size = 16
-    c.eval.zeroshot.enabled = False
+    c.evals.zeroshot.batch_size = 16
+    c.evals.zeroshot.every = 0
     c.model.embed_dim = 16
     c.model.image.variant = "mu/8"
     c.model.image.width = 32

@@ -36,9 +36,9 @@ def test_demo_cli_trains_into_default_workdir(tmp_path):
             f"--config={REPO}/configs/demo.py:steps=6",
             "--config.schedule.warmup_steps=2",
             "--config.log_every=3",
-            "--config.eval.every=6",
+            "--config.evals.zeroshot.every=6",
             "--config.data.synthetic.num_eval=100",
-            "--config.eval.batch_size=48",
+            "--config.evals.zeroshot.batch_size=48",
         ],
         tmp_path,
         devices=8,
@@ -46,7 +46,7 @@ def test_demo_cli_trains_into_default_workdir(tmp_path):
     workdir = tmp_path / "workdirs" / "demo_steps_6"
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [3, 6]
-    assert any("zeroshot_top1" in r for r in records)
+    assert any("zeroshot/top1" in r for r in records)
     assert (workdir / "checkpoints" / "6").is_dir()
     assert json.loads((workdir / "config.json").read_text())["data"]["synthetic"]["num_eval"] == 100
     assert "samples/s" in out and "ETA" in out
@@ -58,7 +58,7 @@ def test_clip_vitb_runlocal_trains_the_full_b16_model(tmp_path):
             f"--config={REPO}/configs/clip_vitb.py:runlocal",
             "--config.total_steps=2",
             "--config.schedule.warmup_steps=1",
-            "--config.eval.zeroshot.enabled=False",
+            "--config.evals.zeroshot.every=0",
         ],
         tmp_path,
     )

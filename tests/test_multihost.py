@@ -13,9 +13,9 @@ ARGS = [
     f"--config={REPO}/configs/demo.py:steps=4,batch=32",
     "--config.schedule.warmup_steps=1",
     "--config.log_every=1",
-    "--config.eval.every=4",
+    "--config.evals.zeroshot.every=4",
     "--config.data.synthetic.num_eval=50",
-    "--config.eval.batch_size=16",
+    "--config.evals.zeroshot.batch_size=16",
 ]
 
 

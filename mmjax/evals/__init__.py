@@ -1,1 +1,6 @@
-"""Evaluations: zero-shot classification (more to come: retrieval, linear probe, kNN)."""
+"""Evaluations selected by `config.evals`: zero-shot classification (more to come)."""
+
+from mmjax.evals import zeroshot  # noqa: F401  (registers evaluators)
+from mmjax.evals.registry import EVALUATORS, EvalContext, build_evaluators, prefixed
+
+__all__ = ["EVALUATORS", "EvalContext", "build_evaluators", "prefixed"]

@@ -11,11 +11,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
 from mmjax.data.pipeline import eval_batches
 from mmjax.data.tokenizers import Tokenizer
+from mmjax.evals.datasets import build_dataset
+from mmjax.evals.registry import EVALUATORS, EvalContext
+from mmjax.evals.templates import TEMPLATES
 from mmjax.models.towers import l2_normalize
 from mmjax.parallel import sharding
 from mmjax.train.step import normalize_images
@@ -82,4 +86,19 @@ class ZeroShot:
             batch = sharding.global_batch({**local, "mask": mask}, self.mesh)
             mask = batch.pop("mask")
             totals += np.asarray(self._score(params, classes, batch, mask))
-        return {"zeroshot_top1": totals[0] / totals[2], "zeroshot_top5": totals[1] / totals[2]}
+        return {"top1": totals[0] / totals[2], "top5": totals[1] / totals[2]}
+
+
+@EVALUATORS.register("zeroshot")
+def zeroshot(c: ml_collections.ConfigDict, context: EvalContext) -> ZeroShot:
+    """Zero-shot on `c.dataset` with the templates `c.templates` (default: the dataset's)."""
+    source = build_dataset(c.dataset, context.config)
+    return ZeroShot(
+        context.model,
+        source,
+        source.class_names,
+        TEMPLATES[c.templates or c.dataset],
+        context.tokenizer,
+        context.mesh,
+        c.batch_size,
+    )

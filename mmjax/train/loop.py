@@ -10,11 +10,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax import config as config_lib
-from mmjax import losses, models
+from mmjax import evals, losses, models
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import pipeline, sources, tokenizers
-from mmjax.evals import templates
-from mmjax.evals.zeroshot import ZeroShot
 from mmjax.metrics import MetricWriter, Progress
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
@@ -107,19 +105,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         else:
             train_state = state.init_state(init_fn, jax.random.key(config.seed), shardings)
 
-        evaluator = None
-        if config.eval.zeroshot.enabled:
-            eval_source = sources.build_source(config.data, "eval", config.seed)
-            evaluator = ZeroShot(
-                model,
-                eval_source,
-                eval_source.class_names,
-                templates.TEMPLATES[sources.source_name(config.data)],
-                tokenizer,
-                mesh,
-                config.eval.batch_size,
-            )
-
+        evaluators = evals.build_evaluators(evals.EvalContext(model, tokenizer, mesh, config))
         writer = MetricWriter(workdir)
         progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
         last: dict[str, float] = {}
@@ -134,14 +120,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                 last = progress.report(i)
                 logging.info(progress.line(i, last))
                 writer.write(i, last)
-            if evaluator is not None and (i % config.eval.every == 0 or done):
-                with progress.paused():
-                    results = evaluator.run(train_state.params)
-                logging.info(
-                    "step %d | %s", i, json.dumps({k: round(v, 4) for k, v in results.items()})
-                )
-                writer.write(i, results)
-                last.update(results)
+            for e in evaluators:
+                if e.due(i, done):
+                    with progress.paused():
+                        results = evals.prefixed(e.name, e.evaluator.run(train_state.params))
+                    logging.info("step %d | %s", i, json.dumps(results))
+                    writer.write(i, results)
+                    last.update(results)
             if i % config.ckpt_every == 0 or done:
                 ckpt.save(i, train_state, data_iter)
         ckpt.close()

@@ -1,0 +1,60 @@
+"""`config.evals` -> evaluators, each `run(params) -> {metric: value}`.
+
+An entry of `config.evals` names its evaluator by `type` and says how often it runs
+in the train loop (`every` steps and at the end; 0 = never in the loop, standalone only):
+
+    c.evals.zeroshot = dict(type="zeroshot", every=1000, batch_size=256, dataset="synthetic")
+
+Adding an evaluator is one new module with a registered factory
+`factory(eval_config, context) -> Evaluator`.
+"""
+
+import dataclasses
+from typing import Any, Protocol
+
+import flax.linen as nn
+import ml_collections
+from jax.sharding import Mesh
+
+from mmjax.data.tokenizers import Tokenizer
+from mmjax.registry import Registry
+
+EVALUATORS = Registry("evaluator")
+
+
+class Evaluator(Protocol):
+    def run(self, params: Any) -> dict[str, float]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+    """What every evaluator may need besides its own config."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    mesh: Mesh
+    config: ml_collections.ConfigDict  # the whole run config
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduled:
+    name: str
+    every: int
+    evaluator: Evaluator
+
+    def due(self, step: int, last: bool) -> bool:
+        return self.every > 0 and (step % self.every == 0 or last)
+
+
+def build_evaluators(context: EvalContext) -> list[Scheduled]:
+    """One evaluator per entry of `config.evals`, in config order."""
+    out = []
+    for name, c in context.config.evals.items():
+        factory = EVALUATORS.get(c.type)
+        out.append(Scheduled(name, c.every, factory(c, context)))
+    return out
+
+
+def prefixed(name: str, results: dict[str, float]) -> dict[str, float]:
+    """{"top1": x} -> {"zeroshot/top1": x}: one namespace per evaluator in metrics."""
+    return {f"{name}/{k}": v for k, v in results.items()}
