@@ -101,6 +101,8 @@ def base() -> ml_collections.ConfigDict:
     c.ckpt_every = 1000
     c.keep_ckpts = 3
     c.check_memory = True  # stop before training if the compiled step does not fit
+    c.max_nonfinite_in_a_row = 20  # stop after this many skipped non-finite steps; 0: never
+    c.preemption_check_every = 10  # multi-process runs agree on SIGTERM every N steps
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "two_tower"
@@ -120,6 +122,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.image.num_heads = 0
     c.model.image.pool = "cls"
     c.model.image.pre_norm = False
+    c.model.image.patch_bias = True  # open_clip/OpenAI ViTs have none (False on import)
     c.model.text = ml_collections.ConfigDict()
     c.model.text.width = 512
     c.model.text.depth = 12
@@ -131,7 +134,9 @@ def base() -> ml_collections.ConfigDict:
     c.model.text.pool = "eot"
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.name = "softmax"
+    c.loss.name = "softmax"  # softmax | sigmoid | softmax_ring | sigmoid_ring (docs/losses.md)
+    c.loss.tile_size = 1024  # ring losses: local rows scored at a time
+    c.loss.chunk_size = 1024  # ring losses: rows of the travelling block per ppermute
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 5e-4

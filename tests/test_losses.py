@@ -141,7 +141,7 @@ def make_batch(case: str, n: int = 64, d: int = 32, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = _normalise(rng.normal(size=(n, d)))
     noise = rng.normal(size=(n, d)) / np.sqrt(d)
-    if case == "typical":  # initialisation: scale 10, SigLIP bias -10 (5.0, 9.4)
+    if case == "typical":  # initialisation: scale 10, SigLIP bias -10 (5.6, 10.1)
         return x, _normalise(rng.normal(size=(n, d))), 10.0, -10.0
     if case == "hot":  # the clipped maximum scale 100 on correlated pairs (0.58, 1.8)
         return x, _normalise(x + 1.5 * noise), 100.0, -45.0

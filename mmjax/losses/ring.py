@@ -60,8 +60,8 @@ def ring_fold(
 ) -> Carry:
     """Folds `tile_fn` over every (local query tile, global column chunk) pair.
 
-    For each local chunk start `c0`: `depart(carry, c0)` builds what travels (the chunk's
-    rows and its column state); after a full circle it is home again and
+    For each local chunk start `c0`: `depart(carry, c0)` builds what travels, a tuple
+    (the chunk's rows, then its column state); after a full circle it is home again and
     `arrive(carry, c0, travel)` stores it. `carry` holds the per-query state and must be
     device-varying (see FIELD-NOTES: `jax.lax.pcast(..., to='varying')`).
     """
@@ -78,6 +78,9 @@ def ring_fold(
         def stop_body(k: jax.Array, state: tuple[Carry, Travel]) -> tuple[Carry, Travel]:
             src = (me - k) % n_dev  # where the visiting chunk comes from
             cols = src * local_batch + c0 + jnp.arange(chunk)
+            # The chunk's rows leave for the next stop before they are scored here, so that
+            # the transfer can overlap the compute; the state it updates leaves after.
+            ahead = jax.lax.ppermute(state[1][0], axis_name, perm) if n_dev > 1 else None
 
             def tile_body(q: jax.Array, state: tuple[Carry, Travel]) -> tuple[Carry, Travel]:
                 q0, row_new = _ragged_start(q, tile, local_batch)
@@ -91,13 +94,26 @@ def ring_fold(
 
             carry, travel = jax.lax.fori_loop(0, n_tiles, tile_body, state)
             if n_dev > 1:
-                travel = jax.lax.ppermute(travel, axis_name, perm)
+                travel = (ahead, *jax.lax.ppermute(travel[1:], axis_name, perm))
             return carry, travel
 
         carry, travel = jax.lax.fori_loop(0, n_dev, stop_body, (carry, travel))
         return arrive(carry, c0, travel)
 
     return jax.lax.fori_loop(0, n_chunks, chunk_body, carry)
+
+
+def scale_in_place(x: jax.Array, factor: jax.Array, block: int) -> jax.Array:
+    """`x * factor`, one block of rows at a time, so that XLA updates x's buffer in place."""
+    n = x.shape[0]
+
+    def body(i: jax.Array, x: jax.Array) -> jax.Array:
+        start, new = _ragged_start(i, block, n)
+        rows = jax.lax.dynamic_slice_in_dim(x, start, block)
+        scaled = rows * factor if new is None else jnp.where(new[:, None], rows * factor, rows)
+        return put_rows(x, start, scaled)
+
+    return jax.lax.fori_loop(0, -(-n // block), body, x)
 
 
 def pair_masks(t: Tile) -> tuple[jax.Array, jax.Array, jax.Array | None]:

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.losses.registry import LOSSES
-from mmjax.losses.ring import _ragged_start as _ragged
 from mmjax.losses.ring import (
     AxisName,
     Tile,
@@ -24,6 +23,7 @@ from mmjax.losses.ring import (
     put_rows,
     ring_fold,
     rows_of,
+    scale_in_place,
     varying,
 )
 
@@ -120,16 +120,12 @@ def _ring_fwd(x, y, s, bias, axis_name, tile, chunk):
 def _ring_bwd(axis_name, tile, chunk, res, ct):
     primals, grads = res
     weight = ct[0].astype(jnp.float32) / (primals[0].shape[0] * jax.lax.axis_size(axis_name))
-    dx, dy = (_scale_in_place(g, weight, chunk) for g in grads[:2])
-    return tuple((g * weight).astype(p.dtype) if g.ndim == 0 else g.astype(p.dtype) for g, p in zip((dx, dy, *grads[2:]), primals))
-
-
-def _scale_in_place(g, weight, block):
-    n = g.shape[0]
-    def body(i, g):
-        start, _ = _ragged(i, block, n)
-        return put_rows(g, start, jax.lax.dynamic_slice_in_dim(g, start, block) * weight)
-    return jax.lax.fori_loop(0, n // block, body, g)
+    dx, dy, ds, db = grads
+    # Scaled block by block, so that the stored gradients become the outputs in place
+    # (a plain `dx * weight` kept a second [b_local, d] buffer alive at 1M batch).
+    dx, dy = (scale_in_place(g, weight, chunk) for g in (dx, dy))
+    grads = (dx, dy, ds * weight, db * weight)
+    return tuple(g.astype(p.dtype) for g, p in zip(grads, primals))
 
 
 _ring.defvjp(_ring_fwd, _ring_bwd)

@@ -26,57 +26,60 @@ from mmjax.losses.ring import (
     varying,
 )
 
-Stats = tuple[jax.Array, jax.Array, jax.Array]  # (max_neg, sum exp(neg - max_neg), positive)
+Stats = tuple[jax.Array, jax.Array]  # (max over negatives, sum of exp(negative - max))
 
 
-def _stream(stats: Stats, neg: jax.Array, pos: jax.Array, axis: int) -> Stats:
-    """Streams one block into running (max_neg, sum, positive) along `axis`."""
-    m, n, p = stats
+def _stream(stats: Stats, neg: jax.Array, axis: int) -> Stats:
+    """Streams one block of logits (-inf where not a negative) into running stats."""
+    m, n = stats
     m_new = jnp.maximum(m, neg.max(axis))
     shift = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # nothing seen yet: the sum stays 0
     e = jnp.exp(neg - jnp.expand_dims(shift, axis)).sum(axis)
-    return m_new, n * jnp.exp(m - shift) + e, p + pos.sum(axis)
+    return m_new, n * jnp.exp(m - shift) + e
 
 
-def _finish(stats: Stats) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Per-row loss, correctness, and what the backward pass needs: a safe max,
-    p_ij = exp(l_ij - max) * coef for negatives, and p_ii - 1 = -sig for the positive."""
-    m, n, p = stats
-    t = m + jnp.log(n) - p  # log sum_neg exp(l - positive); -inf when there is no negative
+def _finish(stats: Stats, pos: jax.Array):
+    """Per-row loss and correctness, and what the backward pass needs: a safe max, `coef`
+    with p_ij = exp(l_ij - max) * coef for the negatives, and `sig` = 1 - p_ii."""
+    m, n = stats
+    t = m + jnp.log(n) - pos  # log sum_neg exp(l - positive); -inf when there is no negative
     sig = jax.nn.sigmoid(t)
     coef = jnp.where(n > 0, sig / n, 0.0)
     safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
-    return jax.nn.softplus(t), p > m, safe_m, coef, sig
+    return jax.nn.softplus(t), pos > m, (safe_m, coef, sig)
 
 
 def _forward(x: jax.Array, y: jax.Array, s: jax.Array, axis_name: AxisName, tile: int, chunk: int):
+    """Image->text stats per local image, text->image stats per local text, positives."""
     b = x.shape[0]
 
     def tile_fn(t: Tile, carry, travel):
-        rows, cols = carry[:3], carry[3:]
-        yc, col = travel[0], travel[1:]
+        rm, rn, pos, cm, cn = carry
+        yc, tm, tn = travel
         logits = (rows_of(x, t.start, tile) * s) @ yc.astype(jnp.float32).T
         pos_mask, absent, _ = pair_masks(t)
         neg = jnp.where(absent, -jnp.inf, logits)
-        pos = jnp.where(pos_mask, logits, 0.0)
-        mine = tuple(jax.lax.dynamic_slice_in_dim(r, t.start, tile) for r in rows)
-        mine = _stream(mine, neg, pos, axis=1)
-        rows = tuple(put_rows(r, t.start, u) for r, u in zip(rows, mine))
-        return (*rows, *cols), (yc, *_stream(col, neg, pos, axis=0))
+        mine = (jax.lax.dynamic_slice_in_dim(a, t.start, tile) for a in (rm, rn, pos))
+        mm, mn, mp = mine
+        mm, mn = _stream((mm, mn), neg, axis=1)
+        # The positive is taken from the block itself, bit-identical to what the max saw.
+        mp = mp + jnp.where(pos_mask, logits, 0.0).sum(1)
+        rm, rn, pos = (put_rows(a, t.start, u) for a, u in zip((rm, rn, pos), (mm, mn, mp)))
+        return (rm, rn, pos, cm, cn), (yc, *_stream((tm, tn), neg, axis=0))
 
     def depart(carry, c0):
-        col = tuple(jax.lax.dynamic_slice_in_dim(c, c0, chunk) for c in carry[3:])
-        return (jax.lax.dynamic_slice_in_dim(y, c0, chunk), *col)
+        return tuple(jax.lax.dynamic_slice_in_dim(a, c0, chunk) for a in (y, *carry[3:]))
 
     def arrive(carry, c0, travel):
         return (*carry[:3], *(put_rows(c, c0, u) for c, u in zip(carry[3:], travel[1:])))
 
-    init = (jnp.full((b,), -jnp.inf), jnp.zeros((b,)), jnp.zeros((b,)))
-    carry = varying(init + init, axis_name)
-    carry = ring_fold(
+    ninf, zeros = jnp.full((b,), -jnp.inf), jnp.zeros((b,))
+    carry = varying((ninf, zeros, zeros, ninf, zeros), axis_name)
+    rm, rn, pos, cm, cn = ring_fold(
         tile_fn, carry, depart, arrive, local_batch=b, tile=tile, chunk=chunk, axis_name=axis_name
     )
-    return carry[:3], carry[3:]
+    # Text i's positive is image i's: the same pair, on this same device.
+    return _finish((rm, rn), pos), _finish((cm, cn), pos)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -86,7 +89,7 @@ def _ring(x, y, s, axis_name, tile, chunk):
 
 def _ring_fwd(x, y, s, axis_name, tile, chunk):
     s32 = s.astype(jnp.float32)
-    i2t, t2i = (_finish(st) for st in _forward(x, y, s32, axis_name, tile, chunk))
+    i2t, t2i = _forward(x, y, s32, axis_name, tile, chunk)
     global_b = x.shape[0] * jax.lax.axis_size(axis_name)
     sums = jax.lax.psum(
         jnp.stack([i2t[0].sum(), t2i[0].sum(), i2t[1].sum(), t2i[1].sum()]), axis_name
@@ -100,7 +103,7 @@ def _ring_fwd(x, y, s, axis_name, tile, chunk):
             "acc_t2i": sums[3] / global_b,
         },
     )
-    return out, (x, y, s, i2t[2:], t2i[2:])
+    return out, (x, y, s, i2t[2], t2i[2])
 
 
 def _ring_bwd(axis_name, tile, chunk, res, ct):
