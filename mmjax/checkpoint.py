@@ -5,11 +5,13 @@ the write goes on in the background. A step is written as `N.orbax-checkpoint-tm
 renamed to `N` only when complete, so an interrupted save is never restored.
 """
 
+import glob
 import logging
 import os
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -18,8 +20,12 @@ class Checkpointer:
 
     def __init__(self, directory: str, every: int, keep: int, async_save: bool = True):
         self.every = every
+        directory = directory if "://" in directory else os.path.abspath(directory)
+        self.directory = directory
+        for leftover in sorted(glob.glob(os.path.join(directory, "*.orbax-checkpoint-tmp*"))):
+            logging.warning("Ignoring incomplete checkpoint %s (an interrupted save).", leftover)
         self.manager = ocp.CheckpointManager(
-            directory if "://" in directory else os.path.abspath(directory),
+            directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
                 enable_async_checkpointing=async_save,
@@ -46,20 +52,32 @@ class Checkpointer:
         if step % self.every == 0:
             self.save(step, state, data_iter)
 
+    def has_data_state(self, step: int) -> bool:
+        """Whether `step` holds an iterator state for this process layout.
+
+        Grain writes one file per process; a checkpoint from another number of processes
+        has none for us, and the caller must derive the data position otherwise.
+        """
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return os.path.exists(os.path.join(self.directory, str(step), "data", name))
+
     def restore(
         self, step: int, abstract_state: Any, data_iter: grain.DatasetIterator | None
-    ) -> Any:
+    ) -> tuple[Any, bool]:
         """Restores onto the shardings in `abstract_state` (ShapeDtypeStructs).
 
         The target shardings come from the current mesh, so a checkpoint written on one
-        topology restores on another. `data_iter`, when given, is set to the saved position.
+        topology restores on another. `data_iter`, when given and when the checkpoint has
+        a state for this process layout, is set to the saved position. Returns
+        (state, whether the data iterator was restored).
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iter is not None:
+        with_data = data_iter is not None and self.has_data_state(step)
+        if with_data:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        logging.info("Restored checkpoint at step %d from %s.", step, self.manager.directory)
-        return restored["state"]
+        logging.info("Restored checkpoint at step %d from %s.", step, self.directory)
+        return restored["state"], with_data
 
     def close(self) -> None:
         """Waits for in-flight saves: exiting before this loses them."""

@@ -8,18 +8,32 @@ A workdir that holds a checkpoint is resumed from its latest step.
 
 import logging
 import os
+import sys
 
 import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from mmjax import config as config_lib
+from mmjax import workdir as workdir_lib
 from mmjax.parallel import mesh as mesh_lib
-from mmjax.train import loop
+from mmjax.train import guard, loop, memory, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory; default ./workdirs/<config>.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Continue a workdir whose config.json differs from --config."
+)
+
+# Failures with a message that says what to do: printed without a traceback.
+ACTIONABLE = (
+    config_lib.ConfigError,
+    workdir_lib.WorkdirConfigError,
+    guard.NonFiniteError,
+    memory.OutOfMemoryError,
+)
 
 
 def default_workdir(config_flag: str) -> str:
@@ -48,7 +62,14 @@ def main(argv: list[str]) -> None:
         config_flags.get_config_filename(flags.FLAGS["config"])
     )
     logging.info("Workdir: %s", os.path.abspath(workdir))
-    results = loop.train(config, workdir)
+    try:
+        results = loop.train(config, workdir, _OVERWRITE.value)
+    except preemption.Preempted as stop:
+        logging.warning("%s", stop)
+        sys.exit(preemption.PREEMPTED_EXIT_CODE)
+    except ACTIONABLE as error:
+        logging.error("%s", error)
+        sys.exit(1)
     if "zeroshot/top1" in results and jax.process_index() == 0:
         print(
             f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot/top1']:.1f}%"

@@ -46,6 +46,10 @@ class MetricWriter:
             self._tb.close()
 
 
+# Running totals: reported as their latest value, not averaged over the interval.
+COUNTERS = ("skipped", "skipped_in_a_row")
+
+
 def _fmt_duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
@@ -81,7 +85,10 @@ class Progress:
         """Mean metrics since the last report plus steps/s, samples/s, ETA."""
         fetched = jax.device_get(self._pending)
         self._pending = []
-        out = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]} if fetched else {}
+        out = {}
+        for k in fetched[0] if fetched else ():
+            values = [m[k] for m in fetched]
+            out[k] = float(values[-1] if k in COUNTERS else np.mean(values))
         now = time.perf_counter()
         steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_step, self._last_time = step, now
@@ -103,6 +110,8 @@ class Progress:
         ):
             if key in m:
                 parts.append(fmt.format(m[key]))
+        if m.get("skipped"):
+            parts.append(f"skipped {int(m['skipped'])} non-finite")
         parts.append(f"{m['steps_per_s']:.2f} steps/s")
         parts.append(f"{m['samples_per_s']:.0f} samples/s")
         parts.append(f"{m['samples_per_s_per_device']:.0f}/s/device")

@@ -56,3 +56,35 @@ def infonce_numpy(image: np.ndarray, text: np.ndarray, scale: float) -> float:
         return -log_p[np.arange(n), np.arange(n)].mean()
 
     return 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def cli_env(devices: int = 1) -> dict[str, str]:
+    """Environment for a `python -m mmjax.main` subprocess on fake CPU devices."""
+    import os
+
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+
+
+def run_cli(args: list[str], cwd, devices: int = 1, expect: int = 0):
+    """Runs mmjax.main; asserts its exit status; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mmjax.main", *args],
+        cwd=cwd,
+        env=cli_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == expect, result.stderr[-4000:]
+    return result

@@ -8,25 +8,11 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, run_cli
 
 
 def run_main(args: list[str], cwd: pathlib.Path, devices: int = 1) -> str:
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "mmjax.main", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_cli(args, cwd, devices)
     return result.stderr + result.stdout
 
 

@@ -13,7 +13,7 @@ from tests.helpers import tiny_config
 def saved_params(workdir: str, config, step: int | None = None) -> dict:
     ckpt = Checkpointer(f"{workdir}/checkpoints", 1, 1)
     _, _, _, _, abstract, _ = loop.build_model_and_state(config, _mesh(config))
-    state = ckpt.restore(step or ckpt.latest_step(), abstract, None)
+    state, _ = ckpt.restore(step or ckpt.latest_step(), abstract, None)
     ckpt.close()
     return jax.device_get(state.params)
 

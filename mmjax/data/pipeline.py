@@ -74,3 +74,13 @@ def eval_batches(
         examples = [source[int(i) if ok else 0] for i, ok in zip(indices, mask)]
         batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != "text"}
         yield batch, mask.astype(np.float32)
+
+
+def seek(data_iter: grain.DatasetIterator, step: int) -> None:
+    """Moves an iterator over `train_dataset` to global batch `step`.
+
+    For random-access sources the data position is a pure function of the seed and
+    the step, whatever the number of processes: this is how a checkpoint written by
+    another process layout resumes on exactly the next batch.
+    """
+    data_iter.set_state({"next_index": step})

@@ -11,12 +11,13 @@ import ml_collections
 
 from mmjax import config as config_lib
 from mmjax import evals, losses, models
+from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import pipeline, sources, tokenizers
 from mmjax.metrics import MetricWriter, Progress
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
-from mmjax.train import memory, optim, state, step
+from mmjax.train import guard, memory, optim, preemption, state, step
 
 MEMORY_HINT = (
     "Lower config.batch_size, set config.model.remat=True or model.dtype='bfloat16', add"
@@ -54,18 +55,48 @@ def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDt
     }
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+def compile_step(config, mesh, model, tx, schedule, abstract, shardings):
+    """The jitted, AOT-compiled train step; refuses to run one that cannot fit."""
+    loss_fn = losses.sharded_loss(losses.get_loss(config.loss), mesh)
+    train_step = jax.jit(
+        step.make_train_step(model, loss_fn, tx, schedule),
+        in_shardings=(shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(shardings, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+    compiled = train_step.lower(abstract, batch_spec(config, mesh)).compile()
+    if config.check_memory:
+        needed = memory.check_fits(compiled, jax.local_devices()[0], MEMORY_HINT)
+        if needed:
+            logging.info("Train step needs %.2f GiB per device.", needed / 2**30)
+    return compiled
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains (or resumes) the run in `workdir`; returns the last reported metrics."""
+def restore_or_init(ckpt: Checkpointer, config, abstract, shardings, init_fn, data_iter):
+    """(state, first step): the latest checkpoint with its data position, or a fresh start."""
+    start = ckpt.latest_step()
+    if start is None:
+        return state.init_state(init_fn, jax.random.key(config.seed), shardings), 0
+    train_state, data_restored = ckpt.restore(start, abstract, data_iter)
+    if not data_restored:
+        logging.warning(
+            "Checkpoint %d was written by another number of processes: the data position"
+            " is derived from the seed and the step instead (exact for random-access sources).",
+            start,
+        )
+        pipeline.seek(data_iter, start)
+    return train_state, start
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> dict:
+    """Trains (or resumes) the run in `workdir`; returns the last reported metrics.
+
+    Raises `preemption.Preempted` after saving when asked to stop (SIGTERM), and
+    `guard.NonFiniteError` after too many non-finite steps in a row.
+    """
     mesh = mesh_lib.make_mesh(config.mesh)
     config_lib.check(config, jax.device_count(), jax.process_count())
-    save_config(config, workdir)
+    workdir_lib.prepare(workdir, config, overwrite)
     logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
@@ -82,53 +113,46 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             jax.process_count(),
         )
         data_iter = pipeline.as_iterator(train_ds, config.data)
+        compiled = compile_step(config, mesh, model, tx, schedule, abstract, shardings)
 
-        loss_fn = losses.sharded_loss(losses.get_loss(config.loss), mesh)
-        train_step = jax.jit(
-            step.make_train_step(model, loss_fn, tx, schedule),
-            in_shardings=(shardings, sharding.batch_sharding(mesh)),
-            out_shardings=(shardings, sharding.replicated(mesh)),
-            donate_argnums=0,
-        )
-        compiled = train_step.lower(abstract, batch_spec(config, mesh)).compile()
-        if config.check_memory:
-            needed = memory.check_fits(compiled, jax.local_devices()[0], MEMORY_HINT)
-            if needed:
-                logging.info("Train step needs %.2f GiB per device.", needed / 2**30)
-
-        ckpt = Checkpointer(
-            os.path.join(workdir, "checkpoints"), config.ckpt_every, config.keep_ckpts
-        )
-        start = ckpt.latest_step() or 0
-        if start:
-            train_state = ckpt.restore(start, abstract, data_iter)
-        else:
-            train_state = state.init_state(init_fn, jax.random.key(config.seed), shardings)
+        ckpt_dir = os.path.join(workdir, "checkpoints")
+        ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
+        train_state, start = restore_or_init(ckpt, config, abstract, shardings, init_fn, data_iter)
 
         evaluators = evals.build_evaluators(evals.EvalContext(model, tokenizer, mesh, config))
         writer = MetricWriter(workdir)
         progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
+        nonfinite = guard.NonFiniteGuard(config.max_nonfinite_in_a_row, ckpt.directory)
+        watcher = preemption.PreemptionWatcher(config.preemption_check_every)
         last: dict[str, float] = {}
-        logging.info("Training from step %d to %d.", start, config.total_steps)
         end = min(config.stop_at_step or config.total_steps, config.total_steps)
-        for i in range(start + 1, end + 1):
-            batch = sharding.global_batch(next(data_iter), mesh)
-            train_state, metrics = compiled(train_state, batch)
-            progress.add(metrics)
-            done = i == end
-            if i % config.log_every == 0 or done:
-                last = progress.report(i)
-                logging.info(progress.line(i, last))
-                writer.write(i, last)
-            for e in evaluators:
-                if e.due(i, done):
-                    with progress.paused():
-                        results = evals.prefixed(e.name, e.evaluator.run(train_state.params))
-                    logging.info("step %d | %s", i, json.dumps(results))
-                    writer.write(i, results)
-                    last.update(results)
-            if i % config.ckpt_every == 0 or done:
-                ckpt.save(i, train_state, data_iter)
-        ckpt.close()
-        writer.close()
+        logging.info("Training from step %d to %d.", start, end)
+        try:
+            for i in range(start + 1, end + 1):
+                batch = sharding.global_batch(next(data_iter), mesh)
+                train_state, metrics = compiled(train_state, batch)
+                nonfinite.check(i, metrics["skipped_in_a_row"], ckpt.latest_step())
+                progress.add(metrics)
+                done = i == end
+                if i % config.log_every == 0 or done:
+                    last = progress.report(i)
+                    logging.info(progress.line(i, last))
+                    writer.write(i, last)
+                for e in evaluators:
+                    if e.due(i, done):
+                        with progress.paused():
+                            results = evals.prefixed(e.name, e.evaluator.run(train_state.params))
+                        logging.info("step %d | %s", i, json.dumps(results))
+                        writer.write(i, results)
+                        last.update(results)
+                stop = watcher.should_stop(i)
+                if i % config.ckpt_every == 0 or done or stop:
+                    ckpt.save(i, train_state, data_iter)
+                if stop:
+                    raise preemption.Preempted(i, stop)
+            nonfinite.flush(ckpt.latest_step())
+        finally:
+            watcher.close()
+            ckpt.close()  # waits for in-flight saves: exiting earlier would lose them
+            writer.close()
     return last

@@ -14,11 +14,17 @@ from mmjax.parallel import sharding
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """Everything that changes during training; plain pytrees, float32."""
+    """Everything that changes during training; plain pytrees, float32.
+
+    `skipped` counts steps whose loss or gradient was not finite (their update was
+    dropped); `skipped_in_a_row` counts the current run of them.
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
+    skipped: jax.Array
+    skipped_in_a_row: jax.Array
 
 
 def dummy_inputs(image_size: int, context_length: int, batch: int = 1) -> tuple[jax.Array, ...]:
@@ -32,7 +38,10 @@ def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, inputs: tup
 
     def init(rng: jax.Array) -> TrainState:
         params = model.init(rng, *inputs)["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(
+            step=zero, params=params, opt_state=tx.init(params), skipped=zero, skipped_in_a_row=zero
+        )
 
     return init
 

@@ -47,12 +47,29 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         (loss, metrics), grads = grad_fn(state.params, batch)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(
-            metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step)
+        # A non-finite loss or gradient drops the whole update: parameters and optimizer
+        # moments stay as they were; the step and the data position still advance.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        in_a_row = jnp.where(finite, 0, state.skipped_in_a_row + 1)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped=state.skipped + (~finite).astype(jnp.int32),
+            skipped_in_a_row=in_a_row,
         )
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        metrics = dict(
+            metrics,
+            loss=loss,
+            grad_norm=grad_norm,
+            lr=schedule(state.step),
+            skipped=new_state.skipped,
+            skipped_in_a_row=in_a_row,
+        )
         return new_state, metrics
 
     return train_step
