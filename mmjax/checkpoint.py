@@ -79,6 +79,21 @@ class Checkpointer:
         logging.info("Restored checkpoint at step %d from %s.", step, self.directory)
         return restored["state"], with_data
 
+    def restore_newest(
+        self, abstract_state: Any, data_iter: grain.DatasetIterator | None
+    ) -> tuple[int, Any, bool] | None:
+        """(step, state, data restored) from the newest checkpoint that restores, or None.
+
+        A checkpoint that fails to restore (e.g. one whose deletion by `max_to_keep` was
+        cut short by a kill) is skipped with a warning, and the next older one is tried.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return step, *self.restore(step, abstract_state, data_iter)
+            except Exception as error:
+                logging.warning("Skipping unreadable checkpoint %d: %s", step, error)
+        return None
+
     def close(self) -> None:
         """Waits for in-flight saves: exiting before this loses them."""
         self.manager.wait_until_finished()

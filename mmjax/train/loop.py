@@ -74,10 +74,10 @@ def compile_step(config, mesh, model, tx, schedule, abstract, shardings):
 
 def restore_or_init(ckpt: Checkpointer, config, abstract, shardings, init_fn, data_iter):
     """(state, first step): the latest checkpoint with its data position, or a fresh start."""
-    start = ckpt.latest_step()
-    if start is None:
+    restored = ckpt.restore_newest(abstract, data_iter)
+    if restored is None:
         return state.init_state(init_fn, jax.random.key(config.seed), shardings), 0
-    train_state, data_restored = ckpt.restore(start, abstract, data_iter)
+    start, train_state, data_restored = restored
     if not data_restored:
         logging.warning(
             "Checkpoint %d was written by another number of processes: the data position"
@@ -152,7 +152,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                     raise preemption.Preempted(i, stop)
             nonfinite.flush(ckpt.latest_step())
         finally:
-            watcher.close()
             ckpt.close()  # waits for in-flight saves: exiting earlier would lose them
+            watcher.close()  # only now: a SIGTERM during the wait must not kill the save
             writer.close()
     return last

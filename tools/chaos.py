@@ -1,0 +1,189 @@
+r"""Kill a training run at random moments, resume it each time, and compare the result
+with a run that was never interrupted.
+
+  python tools/chaos.py --kills=10 --steps=60
+
+Trains configs/demo.py (small and fast) in two workdirs: one straight through, one
+killed `--kills` times with SIGKILL or SIGTERM at random moments (including during
+asynchronous checkpoint saves) and restarted after each kill. Prints a table of kills,
+resumes and steps lost, and the maximum absolute difference between the two runs'
+final parameters, which must be exactly 0 on CPU. Writes the table as JSON too.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def command(args: argparse.Namespace, workdir: pathlib.Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mmjax.main",
+        f"--config={REPO}/configs/demo.py:steps={args.steps},batch={args.batch}",
+        "--config.schedule.warmup_steps=5",
+        "--config.log_every=1",
+        f"--config.ckpt_every={args.ckpt_every}",
+        "--config.evals.zeroshot.every=0",
+        f"--workdir={workdir}",
+    ]
+
+
+def env(devices: int) -> dict[str, str]:
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+
+
+def logged_step(workdir: pathlib.Path) -> int:
+    """The last step written to metrics.jsonl (0 if none)."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = [json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()]
+    return max(steps, default=0)
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+    ckpts = workdir / "checkpoints"
+    return (
+        sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.exists() else []
+    )
+
+
+def run_to_end(args, workdir: pathlib.Path) -> None:
+    subprocess.run(command(args, workdir), env=env(args.devices), check=True, capture_output=True)
+
+
+def chaos_run(args, workdir: pathlib.Path, rng: random.Random) -> list[dict]:
+    """Kills and restarts until `args.kills` kills are done, then runs to the end."""
+    rows = []
+    while len(rows) < args.kills:
+        before = checkpoint_steps(workdir)
+        resumed_from = before[-1] if before else 0
+        proc = subprocess.Popen(
+            command(args, workdir),
+            env=env(args.devices),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # Wait until this run trains, then kill after a random delay of up to ~a few steps
+        # and saves (saves are asynchronous: kills land inside them too).
+        while logged_step(workdir) <= resumed_from and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, args.max_delay))
+        if proc.poll() is not None:  # finished before the kill: nothing to count
+            break
+        sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
+        at = logged_step(workdir)
+        proc.send_signal(sig)
+        proc.wait()
+        after = checkpoint_steps(workdir)
+        newest = after[-1] if after else 0
+        rows.append(
+            dict(
+                kill=len(rows) + 1,
+                signal=signal.Signals(sig).name,
+                exit_code=proc.returncode,
+                resumed_from=resumed_from,
+                killed_near_step=at,
+                next_start_step=newest,
+                steps_lost=max(0, at - newest),
+            )
+        )
+        print(" | ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+    run_to_end(args, workdir)
+    return rows
+
+
+def final_params(workdir: pathlib.Path, steps: int, args):
+    """The parameters saved at `steps`, as numpy, restored on one CPU device."""
+    import jax
+    from ml_collections import config_flags  # noqa: F401  (config loading below)
+
+    from mmjax.checkpoint import Checkpointer
+    from mmjax.train import loop
+
+    sys.argv = sys.argv[:1]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo", REPO / "configs" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(f"steps={args.steps},batch={args.batch}")
+    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
+    _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    ckpt = Checkpointer(str(workdir / "checkpoints"), 1, 1)
+    state, _ = ckpt.restore(steps, abstract, None)
+    ckpt.close()
+    return jax.device_get(state.params)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--ckpt_every", type=int, default=5)
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument(
+        "--max_delay", type=float, default=1.5, help="seconds after training starts"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="workdirs/chaos")
+    parser.add_argument("--out", default="", help="JSON output (default WORKDIR/chaos.json)")
+    args = parser.parse_args()
+    base = pathlib.Path(args.workdir)
+    if base.exists():
+        raise SystemExit(f"{base} exists: remove it or pass another --workdir.")
+    rng = random.Random(args.seed)
+
+    start = time.time()
+    print(f"Uninterrupted run: {base / 'straight'}", flush=True)
+    run_to_end(args, base / "straight")
+    print(f"Chaos run: {base / 'chaos'}", flush=True)
+    rows = chaos_run(args, base / "chaos", rng)
+
+    import jax
+    import numpy as np
+
+    a = final_params(base / "straight", args.steps, args)
+    b = final_params(base / "chaos", args.steps, args)
+    diff = max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    summary = dict(
+        kills=len(rows),
+        sigkill=sum(r["signal"] == "SIGKILL" for r in rows),
+        sigterm=sum(r["signal"] == "SIGTERM" for r in rows),
+        resumes=len(rows),
+        steps_lost=sum(r["steps_lost"] for r in rows),
+        max_param_diff=diff,
+        seconds=round(time.time() - start, 1),
+    )
+    print("\n| kill | signal | exit | resumed from | killed near step | next start | steps lost |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['kill']} | {r['signal']} | {r['exit_code']} | {r['resumed_from']} |"
+            f" {r['killed_near_step']} | {r['next_start_step']} | {r['steps_lost']} |"
+        )
+    print("\n" + " | ".join(f"{k}: {v}" for k, v in summary.items()))
+    out = pathlib.Path(args.out or base / "chaos.json")
+    out.write_text(json.dumps(dict(rows=rows, summary=summary), indent=2))
+    if diff != 0.0:
+        raise SystemExit(f"FAILED: final parameters differ by up to {diff}.")
+
+
+if __name__ == "__main__":
+    main()
