@@ -47,9 +47,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    """Fields (dotted) whose values differ, ignoring OPERATIONAL ones."""
+    """Fields (dotted) whose values differ, ignoring OPERATIONAL ones.
+
+    Only fields present in both count: a field that a newer mmjax added (or removed)
+    is not a different run, so upgrading mmjax never blocks a resume.
+    """
     a, b = _flatten(old), _flatten(new)
-    keys = sorted(set(a) | set(b))
+    keys = sorted(set(a) & set(b))
     operational = lambda k: any(k == o or k.startswith(o + ".") for o in OPERATIONAL)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"

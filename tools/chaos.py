@@ -84,8 +84,8 @@ def chaos_run(args, workdir: pathlib.Path, rng: random.Random) -> list[dict]:
         while logged_step(workdir) <= resumed_from and proc.poll() is None:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, args.max_delay))
-        if proc.poll() is not None:  # finished before the kill: nothing to count
-            break
+        if proc.poll() is not None:
+            raise SystemExit("The run finished before all kills: raise --steps.")
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         at = logged_step(workdir)
         proc.send_signal(sig)
@@ -134,7 +134,7 @@ def final_params(workdir: pathlib.Path, steps: int, args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--ckpt_every", type=int, default=5)
     parser.add_argument("--devices", type=int, default=1)
