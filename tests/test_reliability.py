@@ -140,3 +140,12 @@ def test_elastic_restore_8_to_4_to_1_devices(tmp_path):
     # float summation order over a different number of devices.
     for step in range(1, 7):
         np.testing.assert_allclose(elastic[step], straight[step], rtol=1e-4, err_msg=str(step))
+
+
+def test_config_differences_ignore_operational_and_new_fields():
+    old = {"optim": {"lr": 1.0}, "log_every": 10, "mesh": {"data": 8}}
+    new = {"optim": {"lr": 1.0, "new_field": 3}, "log_every": 1, "mesh": {"data": 4}}
+    assert workdir.config_differences(old, new) == []
+    assert workdir.config_differences(old, {**new, "optim": {"lr": 2.0}}) == [
+        "optim.lr: 1.0 -> 2.0"
+    ]
