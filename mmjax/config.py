@@ -60,7 +60,9 @@ def check(config: ml_collections.ConfigDict, num_devices: int, num_processes: in
     """Fails before compilation on a config that cannot run, saying what to change."""
     problems: list[Problem] = []
     batch = config.batch_size
-    if batch <= 0:
+    if config.accum_steps < 1:
+        problems.append(Problem("accum_steps", f"must be >= 1, got {config.accum_steps}."))
+    elif batch <= 0:
         problems.append(Problem("batch_size", f"must be positive, got {batch}."))
     elif batch % num_devices:
         problems.append(
@@ -68,6 +70,15 @@ def check(config: ml_collections.ConfigDict, num_devices: int, num_processes: in
                 "batch_size",
                 f"{batch} is not divisible by the {num_devices} devices; use a multiple"
                 f" of {num_devices}, e.g. {max(num_devices, batch // num_devices * num_devices)}.",
+            )
+        )
+    elif batch % (num_devices * config.accum_steps):
+        problems.append(
+            Problem(
+                "batch_size",
+                f"{batch} does not split into accum_steps={config.accum_steps} micro-batches"
+                f" over {num_devices} devices; use a multiple of"
+                f" {num_devices * config.accum_steps}.",
             )
         )
     elif batch % num_processes:
@@ -95,6 +106,7 @@ def base() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.batch_size = 256  # global batch, over all devices and processes
+    c.accum_steps = 1  # >1: exact gradient accumulation over micro-batches (GradCache)
     c.total_steps = 1000
     c.stop_at_step = 0  # >0: save and exit at this step (to fit a job time limit); resumable
     c.log_every = 50
@@ -177,12 +189,23 @@ def base() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = ""  # "gloo" for multi-process runs on CPU
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"
-    c.data.path = ""  # empty: the built-in synthetic source
+    c.data.source = "synthetic"  # synthetic | wds | arrayrecord | tfds (docs/data.md)
+    c.data.path = ""  # files, folder, glob, {00000..00999}.tar, gs://...; tfds: dataset name
     c.data.image_size = 224
-    c.data.tokenizer = "simple"
+    c.data.tokenizer = "simple"  # simple | clip_bpe | sentencepiece | bytes
+    c.data.tokenizer_model = ""  # sentencepiece: the .model file
     c.data.num_threads = 8
     c.data.prefetch = 4
+    c.data.image_key = "jpg;jpeg;png;webp"  # record fields to try, first present wins
+    c.data.text_key = "txt"  # tfds: feature names, e.g. "image" and "captions/text"
+    c.data.decoder = "auto"  # auto | pil | simplejpeg
+    c.data.resizer = "auto"  # auto | pil | cv2
+    c.data.crop_scale = (0.9, 1.0)  # random resized crop: area fraction (CLIP's)
+    c.data.crop_ratio = (3 / 4, 4 / 3)  # and aspect range
+    c.data.shuffle_buffer = 10_000  # streaming: examples shuffled together (a window)
+    c.data.cycle_length = 8  # streaming: shards each process reads at once
+    c.data.tfds_split = "train"
+    c.data.tfds_data_dir = ""
     c.data.synthetic = ml_collections.ConfigDict()
     c.data.synthetic.num_train = 10_000_000
     c.data.synthetic.num_eval = 1000

@@ -47,13 +47,12 @@ def env(devices: int) -> dict[str, str]:
     )
 
 
-def logged_step(workdir: pathlib.Path) -> int:
-    """The last step written to metrics.jsonl (0 if none)."""
+def logged_steps(workdir: pathlib.Path) -> list[int]:
+    """Steps written to metrics.jsonl so far, by every start of the run, in order."""
     path = workdir / "metrics.jsonl"
     if not path.exists():
-        return 0
-    steps = [json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()]
-    return max(steps, default=0)
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()]
 
 
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
@@ -79,15 +78,16 @@ def chaos_run(args, workdir: pathlib.Path, rng: random.Random) -> list[dict]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        # Wait until this run trains, then kill after a random delay of up to ~a few steps
-        # and saves (saves are asynchronous: kills land inside them too).
-        while logged_step(workdir) <= resumed_from and proc.poll() is None:
+        # Wait until this start has trained a step, then kill after a random delay of up
+        # to a few steps and saves (saves are asynchronous: kills land inside them too).
+        seen = len(logged_steps(workdir))
+        while len(logged_steps(workdir)) == seen and proc.poll() is None:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, args.max_delay))
         if proc.poll() is not None:
             raise SystemExit("The run finished before all kills: raise --steps.")
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
-        at = logged_step(workdir)
+        at = logged_steps(workdir)[-1]
         proc.send_signal(sig)
         proc.wait()
         after = checkpoint_steps(workdir)

@@ -13,7 +13,7 @@ from mmjax import config as config_lib
 from mmjax import evals, losses, models
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
-from mmjax.data import pipeline, sources, tokenizers
+from mmjax.data import pipeline, tokenizers
 from mmjax.metrics import MetricWriter, Progress
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
@@ -59,7 +59,7 @@ def compile_step(config, mesh, model, tx, schedule, abstract, shardings):
     """The jitted, AOT-compiled train step; refuses to run one that cannot fit."""
     loss_fn = losses.sharded_loss(losses.get_loss(config.loss), mesh)
     train_step = jax.jit(
-        step.make_train_step(model, loss_fn, tx, schedule),
+        step.make_train_step(model, loss_fn, tx, schedule, config.accum_steps),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=0,
@@ -103,16 +103,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         model, tx, schedule, init_fn, abstract, shardings = build_model_and_state(config, mesh)
         log_param_counts(abstract)
 
-        tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, config.model.text)
-        train_ds = pipeline.train_dataset(
-            sources.build_source(config.data, "train", config.seed),
-            tokenizer,
-            config.batch_size,
-            config.seed,
-            jax.process_index(),
-            jax.process_count(),
+        tokenizer = tokenizers.build_tokenizer(
+            config.data.tokenizer, config.model.text, config.data.tokenizer_model
         )
-        data_iter = pipeline.as_iterator(train_ds, config.data)
+        data_iter = pipeline.train_iterator(
+            config, tokenizer, jax.process_index(), jax.process_count()
+        )
         compiled = compile_step(config, mesh, model, tx, schedule, abstract, shardings)
 
         ckpt_dir = os.path.join(workdir, "checkpoints")
@@ -135,7 +131,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                 progress.add(metrics)
                 done = i == end
                 if i % config.log_every == 0 or done:
-                    last = progress.report(i)
+                    last = {**progress.report(i), **pipeline.skip_counts(data_iter)}
                     logging.info(progress.line(i, last))
                     writer.write(i, last)
                 for e in evaluators:

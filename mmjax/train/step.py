@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax.train import accumulate
 from mmjax.train.state import TrainState
 
 # CLIP's image normalisation, applied on the device to the uint8 batch from the host.
@@ -20,12 +21,15 @@ def normalize_images(images: jax.Array) -> jax.Array:
     return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
 
 
-def make_grad_fn(model: nn.Module, loss_fn: Callable) -> Callable:
+def make_grad_fn(model: nn.Module, loss_fn: Callable, accum_steps: int = 1) -> Callable:
     """`grad_fn(params, batch) -> ((loss, aux), grads)` for a uint8 image + tokens batch.
 
     `loss_fn` is the sharded loss (`losses.sharded_loss`): global embeddings in,
-    replicated loss out.
+    replicated loss out. With `accum_steps` > 1 the batch is processed in that many
+    micro-batches with the exact full-batch gradient (train/accumulate.py).
     """
+    if accum_steps > 1:
+        return accumulate.make_accumulated_grad_fn(model, loss_fn, accum_steps, normalize_images)
 
     def loss_of(params, batch: dict):
         images = normalize_images(batch["image"])
@@ -41,9 +45,10 @@ def make_train_step(
     loss_fn: Callable,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
+    accum_steps: int = 1,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings."""
-    grad_fn = make_grad_fn(model, loss_fn)
+    grad_fn = make_grad_fn(model, loss_fn, accum_steps)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         (loss, metrics), grads = grad_fn(state.params, batch)
