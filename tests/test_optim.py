@@ -35,3 +35,28 @@ def test_warmup_cosine_schedule():
     # Cosine from step 10 to 100: halfway (step 55) is half the peak.
     np.testing.assert_allclose(schedule(55), 0.5 * (1 + math.cos(math.pi * 0.5)), atol=1e-6)
     np.testing.assert_allclose(schedule(100), 0.0, atol=1e-7)
+
+
+def test_warmup_constant_cooldown_schedule():
+    config = tiny_config(total_steps=100, **{"schedule.warmup_steps": 10, "optim.lr": 1.0})
+    config.schedule.name = "warmup_constant_cooldown"
+    config.schedule.cooldown_steps = 20
+    schedule = optim.make_schedule(config)
+    np.testing.assert_allclose(schedule(5), 0.5)
+    np.testing.assert_allclose([schedule(10), schedule(50), schedule(80)], 1.0)
+    np.testing.assert_allclose(schedule(85), 1 - math.sqrt(5 / 20), rtol=1e-6)  # 1-sqrt
+    np.testing.assert_allclose(schedule(100), 0.0, atol=1e-7)
+    config.schedule.cooldown_shape = "linear"
+    np.testing.assert_allclose(optim.make_schedule(config)(85), 0.75, rtol=1e-6)
+
+
+def test_inverse_sqrt_schedule_and_lr_scaling():
+    config = tiny_config(total_steps=100, **{"schedule.warmup_steps": 4, "optim.lr": 2.0})
+    config.schedule.name = "inverse_sqrt"
+    schedule = optim.make_schedule(config)
+    np.testing.assert_allclose([schedule(2), schedule(4), schedule(16)], [1.0, 2.0, 1.0])
+    config.batch_size, config.optim.lr_base_batch = 1024, 256
+    config.optim.lr_scaling = "linear"
+    assert optim.peak_lr(config) == 8.0
+    config.optim.lr_scaling = "sqrt"
+    assert optim.peak_lr(config) == 4.0

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -24,8 +25,66 @@ def warmup_cosine(peak: float, total_steps: int, c: ml_collections.ConfigDict) -
     )
 
 
+@SCHEDULES.register("warmup_constant_cooldown")
+def warmup_constant_cooldown(
+    peak: float, total_steps: int, c: ml_collections.ConfigDict
+) -> optax.Schedule:
+    """Warmup, constant, then a cooldown to `peak * end_factor` over the last steps.
+
+    The constant phase does not depend on the budget, so one long run's checkpoints can
+    be cooled down to serve several budgets (Hägele et al. 2024, "Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations"). Cooldown shapes:
+    "linear", or "1-sqrt" (their best): lr = peak * (1 - sqrt(progress)).
+    """
+    cooldown = c.cooldown_steps or round(c.cooldown_fraction * total_steps)
+    start = total_steps - cooldown
+    if start < c.warmup_steps:
+        raise ValueError(
+            f"schedule: cooldown of {cooldown} steps overlaps warmup ({c.warmup_steps})"
+            f" within total_steps={total_steps}; lower schedule.cooldown_steps/fraction."
+        )
+    shapes = {"linear": lambda p: 1.0 - p, "1-sqrt": lambda p: 1.0 - jnp.sqrt(p)}
+    if c.cooldown_shape not in shapes:
+        raise ValueError(f"schedule.cooldown_shape {c.cooldown_shape!r}: use {list(shapes)}.")
+    shape, end = shapes[c.cooldown_shape], peak * c.end_factor
+
+    def schedule(step):
+        warm = peak * step / max(c.warmup_steps, 1)
+        progress = jnp.clip((step - start) / max(cooldown, 1), 0.0, 1.0)
+        cooled = end + (peak - end) * shape(progress)
+        return jnp.where(step < c.warmup_steps, warm, jnp.where(step < start, peak, cooled))
+
+    return schedule
+
+
+@SCHEDULES.register("inverse_sqrt")
+def inverse_sqrt(peak: float, total_steps: int, c: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup, then peak * sqrt(warmup / step) (Vaswani et al. 2017)."""
+    del total_steps
+    w = max(c.warmup_steps, 1)
+    return lambda step: jnp.where(
+        step < w, peak * step / w, peak * jnp.sqrt(w / jnp.maximum(step, 1))
+    )
+
+
+LR_SCALING = {
+    "none": lambda batch, base: 1.0,
+    "linear": lambda batch, base: batch / base,  # Goyal et al. 2017
+    "sqrt": lambda batch, base: (batch / base) ** 0.5,  # Krizhevsky 2014; for Adam
+}
+
+
+def peak_lr(config: ml_collections.ConfigDict) -> float:
+    """`optim.lr` scaled from `optim.lr_base_batch` to the run's batch by `optim.lr_scaling`."""
+    c = config.optim
+    if c.lr_scaling not in LR_SCALING:
+        raise ValueError(f"optim.lr_scaling {c.lr_scaling!r}: use one of {list(LR_SCALING)}.")
+    return c.lr * LR_SCALING[c.lr_scaling](config.batch_size, c.lr_base_batch)
+
+
 def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    return SCHEDULES.get(config.schedule.name)(config.optim.lr, config.total_steps, config.schedule)
+    name = config.schedule.name
+    return SCHEDULES.get(name)(peak_lr(config), config.total_steps, config.schedule)
 
 
 # Weight decay applies to weight matrices only: not to biases, norms, embeddings
