@@ -157,11 +157,17 @@ def base() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.2
     c.optim.grad_clip = 1.0  # global norm; 0 disables
+    c.optim.lr_scaling = "none"  # none | linear | sqrt: scale lr by batch_size / lr_base_batch
+    c.optim.lr_base_batch = 256
 
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "warmup_cosine"
+    c.schedule.name = "warmup_cosine"  # | warmup_constant_cooldown | inverse_sqrt
     c.schedule.warmup_steps = 100
     c.schedule.end_factor = 0.0  # final lr as a fraction of the peak
+    # warmup_constant_cooldown only: cooldown length (steps, or a fraction of the run).
+    c.schedule.cooldown_steps = 0
+    c.schedule.cooldown_fraction = 0.2
+    c.schedule.cooldown_shape = "1-sqrt"  # or "linear"
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all the devices the other axes leave
