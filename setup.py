@@ -21,6 +21,17 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["mmjax", "mmjax.*"]),
     package_data={"mmjax": ["**/*.txt.gz", "**/*.json"]},
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest>=8,<10", "ruff>=0.6"]},
+    extras_require={
+        "test": ["pytest>=8,<10", "ruff>=0.6"],
+        # open_clip checkpoints (tools/convert_open_clip.py, tests/test_open_clip.py). torch
+        # and torchvision are pinned as a pair: an open range pulls the newest torch, a
+        # multi-GB CUDA build. Install torch==2.13.0 from a CPU index first for CPU wheels.
+        "interop": [
+            "torch==2.13.0",
+            "torchvision==0.28.0",
+            "open_clip_torch>=3.0,<4",
+            "safetensors>=0.4",
+        ],
+    },
     entry_points={"console_scripts": ["mmjax=mmjax.main:run"]},
 )

@@ -15,6 +15,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be restored into the current run."""
+
+
 class Checkpointer:
     """A `CheckpointManager` for items "state" (a pytree) and "data" (a Grain iterator)."""
 
@@ -87,11 +91,20 @@ class Checkpointer:
         A checkpoint that fails to restore (e.g. one whose deletion by `max_to_keep` was
         cut short by a kill) is skipped with a warning, and the next older one is tried.
         """
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        errors = []
+        for step in steps:
             try:
                 return step, *self.restore(step, abstract_state, data_iter)
-            except Exception as error:
+            except Exception as error:  # any unreadable checkpoint: try the next older one
                 logging.warning("Skipping unreadable checkpoint %d: %s", step, error)
+                errors.append(str(error))
+        if steps:  # never start from scratch silently on top of a run's checkpoints
+            raise CheckpointError(
+                f"None of the checkpoints in {self.directory} (steps {steps}) restores into"
+                " this run. Does the config match the one they were written with (model,"
+                f" optimizer)? Newest error: {errors[0][:500]}"
+            )
         return None
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmjax import losses, workdir
-from mmjax.checkpoint import Checkpointer
+from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.losses.registry import LOSSES
 from mmjax.train import guard, loop
 from tests.helpers import REPO, cli_env, run_cli, tiny_config
@@ -149,3 +149,10 @@ def test_config_differences_ignore_operational_and_new_fields():
     assert workdir.config_differences(old, {**new, "optim": {"lr": 2.0}}) == [
         "optim.lr: 1.0 -> 2.0"
     ]
+
+
+def test_checkpoints_that_do_not_fit_the_config_fail_loudly(tmp_path):
+    loop.train(tiny_config(total_steps=2), str(tmp_path))
+    other_model = tiny_config(total_steps=2, **{"model.embed_dim": 24})
+    with pytest.raises(CheckpointError, match=r"None of the checkpoints .* restores"):
+        loop.train(other_model, str(tmp_path), overwrite=True)

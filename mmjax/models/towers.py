@@ -31,21 +31,19 @@ class TwoTower(nn.Module):
     max_scale: float = 100.0
     bias_init: float | None = None
 
+    def _projection(self, name: str) -> nn.Dense:
+        """A tower's linear map into the joint space."""
+        return nn.Dense(
+            self.embed_dim,
+            use_bias=self.proj_bias,
+            kernel_init=layers.dense_init(("embed", "joint")),
+            bias_init=layers.zeros_init(("joint",)),
+            name=name,
+        )
+
     def setup(self) -> None:
-        self.image_proj = nn.Dense(
-            self.embed_dim,
-            use_bias=self.proj_bias,
-            kernel_init=layers.dense_init(("embed", "joint")),
-            bias_init=layers.zeros_init(("joint",)),
-            name="image_proj",
-        )
-        self.text_proj = nn.Dense(
-            self.embed_dim,
-            use_bias=self.proj_bias,
-            kernel_init=layers.dense_init(("embed", "joint")),
-            bias_init=layers.zeros_init(("joint",)),
-            name="text_proj",
-        )
+        self.image_proj = self._projection("image_proj")
+        self.text_proj = self._projection("text_proj")
         self.t = self.param("t", nn.initializers.constant(self.temperature_init), (), jnp.float32)
         if self.bias_init is not None:
             self.b = self.param("b", nn.initializers.constant(self.bias_init), (), jnp.float32)
@@ -82,6 +80,7 @@ def _image_tower(config: ml_collections.ConfigDict, dtype: jnp.dtype) -> ViT:
         patch_size=patch,
         pool=c.pool,
         pre_norm=c.pre_norm,
+        patch_bias=c.patch_bias,
         act=config.act,
         dtype=dtype,
         remat=config.remat,

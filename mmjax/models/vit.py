@@ -46,6 +46,7 @@ class ViT(nn.Module):
 
     `pool`: "cls" (class token), "gap" (mean of patch tokens) or "map" (attention pooling).
     `pre_norm` adds the LayerNorm that CLIP applies to the patch sequence before the blocks.
+    `patch_bias=False` drops the patch embedding's bias, as in CLIP (open_clip, OpenAI).
     Input: uint8-range images already normalised, shape [batch, height, width, 3].
     Output: pooled features [batch, width].
     """
@@ -57,6 +58,7 @@ class ViT(nn.Module):
     patch_size: int
     pool: str = "cls"
     pre_norm: bool = False
+    patch_bias: bool = True
     act: str = "gelu"
     dtype: layers.Dtype = jnp.float32
     remat: bool = False
@@ -71,6 +73,7 @@ class ViT(nn.Module):
             (p, p),
             strides=(p, p),
             padding="VALID",
+            use_bias=self.patch_bias,
             dtype=self.dtype,
             kernel_init=layers.dense_init((None, None, None, "embed")),
             bias_init=layers.zeros_init(("embed",)),

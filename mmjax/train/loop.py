@@ -80,8 +80,9 @@ def restore_or_init(ckpt: Checkpointer, config, abstract, shardings, init_fn, da
     start, train_state, data_restored = restored
     if not data_restored:
         logging.warning(
-            "Checkpoint %d was written by another number of processes: the data position"
-            " is derived from the seed and the step instead (exact for random-access sources).",
+            "Checkpoint %d has no data position for this process layout (written by another"
+            " number of processes, or imported weights): the position is derived from the seed"
+            " and the step instead (exact for random-access sources).",
             start,
         )
         pipeline.seek(data_iter, start)

@@ -1,0 +1,1 @@
+"""Interop with other codebases' checkpoints (open_clip). torch is imported lazily, if at all."""

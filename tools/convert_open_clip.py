@@ -1,0 +1,108 @@
+r"""open_clip <-> mmjax checkpoints (ViT CLIPs: ViT-B-32, ViT-B-16, ViT-L-14, ...).
+
+Import open_clip / OpenAI weights into a new mmjax workdir (a step-0 checkpoint with a
+fresh optimizer state, and a Python config for `--config`):
+
+  python tools/convert_open_clip.py import --checkpoint=ViT-B-32-openai.pt \
+      --model=ViT-B-32-quickgelu --workdir=workdirs/ft_b32
+  python -m mmjax.main --config=workdirs/ft_b32/imported_config.py \
+      --workdir=workdirs/ft_b32 --config.data.path=...
+
+`--model` is open_clip's model name (`-quickgelu` for OpenAI's weights, which were trained
+with QuickGELU; the state dict cannot tell) or the path of an open_clip model config JSON.
+
+Export a workdir's checkpoint as an open_clip model folder (open_clip >= 3.0 loads it
+with `create_model_and_transforms("local-dir:DIR")`; CLIP_benchmark with
+`--model=local-dir:DIR`):
+
+  python tools/convert_open_clip.py export --workdir=workdirs/ft_b32 [--step=N] \
+      [--out=DIR] [--config=configs/x.py ...]
+
+The config is the run's `config.json` unless `--config` (and `--config.x=y`) is given.
+Needs `pip install -e .[interop]` for .pt/.bin files; .safetensors needs only safetensors.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mmjax import config as config_lib
+from mmjax.interop import checkpoints
+from mmjax.interop import open_clip as oc
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "import: open_clip/OpenAI weights file.")
+_MODEL = flags.DEFINE_string(
+    "model", "", "import: open_clip model name (ViT-B-32-quickgelu, ...) or config JSON."
+)
+_WORKDIR = flags.DEFINE_string("workdir", "", "import: the new workdir; export: the run.")
+_LR = flags.DEFINE_float("lr", 1e-5, "import: learning rate written into the config.")
+_STEP = flags.DEFINE_integer("step", -1, "export: checkpoint step; -1: the latest.")
+_OUT = flags.DEFINE_string("out", "", "export: output folder; default WORKDIR/open_clip.")
+_FORMAT = flags.DEFINE_enum(
+    "format", "safetensors", ["safetensors", "bin"], "export: weights file format."
+)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "export: the run's config (path[:arg]); default WORKDIR/config.json."
+)
+
+WEIGHTS = {"safetensors": "open_clip_model.safetensors", "bin": "open_clip_pytorch_model.bin"}
+
+
+def import_weights() -> None:
+    if not (_CHECKPOINT.value and _MODEL.value and _WORKDIR.value):
+        raise app.UsageError("import needs --checkpoint, --model and --workdir.")
+    arch = oc.arch_from_open_clip(oc.model_cfg_from_name_or_file(_MODEL.value))
+    params = oc.params_from_state_dict(oc.load_state_dict(_CHECKPOINT.value), arch)
+    fields = oc.mmjax_fields(arch)
+    config = config_lib.base()
+    checkpoints.set_fields(config, {**fields, "optim.lr": _LR.value})
+    checkpoints.save_train_state(config_lib.lock(config), params, _WORKDIR.value)
+    config_path = os.path.join(_WORKDIR.value, "imported_config.py")
+    source = f"{_CHECKPOINT.value} ({_MODEL.value})"
+    checkpoints.write_config_file(config_path, fields, source, _WORKDIR.value, _LR.value)
+    print(
+        f"Wrote step 0 of {_WORKDIR.value} and {config_path}. Train or evaluate with:\n"
+        f"  python -m mmjax.main --config={config_path} --workdir={_WORKDIR.value}"
+        " --config.data.path=..."
+    )
+
+
+def export_weights() -> None:
+    if not _WORKDIR.value:
+        raise app.UsageError("export needs --workdir.")
+    config = _CONFIG.value
+    if config is None:
+        config = checkpoints.config_from_json(os.path.join(_WORKDIR.value, "config.json"))
+    arch = oc.arch_from_mmjax(config)
+    params, step = checkpoints.restore_params(
+        config, _WORKDIR.value, None if _STEP.value < 0 else _STEP.value
+    )
+    out = _OUT.value or os.path.join(_WORKDIR.value, "open_clip")
+    os.makedirs(out, exist_ok=True)
+    weights = os.path.join(out, WEIGHTS[_FORMAT.value])
+    oc.save_state_dict(oc.state_dict_from_params(params), weights)
+    with open(os.path.join(out, "open_clip_config.json"), "w") as f:
+        json.dump(oc.open_clip_config_json(arch), f, indent=2)
+    print(
+        f"Wrote step {step} to {out}. Evaluate with:\n"
+        f"  clip_benchmark eval --model=local-dir:{os.path.abspath(out)} --pretrained=mmjax"
+        " --dataset=cifar10 --output=result.json"
+    )
+
+
+def main(argv: list[str]) -> None:
+    commands = {"import": import_weights, "export": export_weights}
+    if len(argv) != 2 or argv[1] not in commands:
+        raise app.UsageError("usage: convert_open_clip.py import|export --flags")
+    logging.set_verbosity(logging.WARNING)
+    commands[argv[1]]()
+
+
+if __name__ == "__main__":
+    app.run(main)
