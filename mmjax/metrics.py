@@ -112,6 +112,9 @@ class Progress:
                 parts.append(fmt.format(m[key]))
         if m.get("skipped"):
             parts.append(f"skipped {int(m['skipped'])} non-finite")
+        if m.get("data_skipped"):  # records skipped by the data pipeline, by reason
+            reasons = {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("data_skipped/")}
+            parts.append("bad data " + ", ".join(f"{k} {int(v)}" for k, v in reasons.items() if v))
         parts.append(f"{m['steps_per_s']:.2f} steps/s")
         parts.append(f"{m['samples_per_s']:.0f} samples/s")
         parts.append(f"{m['samples_per_s_per_device']:.0f}/s/device")

@@ -1,28 +1,65 @@
 """Grain pipelines: per-process shards of the global batch, exactly resumable.
 
-Training: source -> global shuffle (reshuffled every epoch) -> this process's slice ->
-tokenize -> batch, as a `grain.MapDataset` turned into an iterator with threads and
-prefetch. Its `get_state()` goes into every checkpoint, so a resumed run reads exactly
-the batches the uninterrupted run would have read.
+The loop gets one iterator for every source (`train_iterator`):
+
+- random-access sources (synthetic, arrayrecord, tfds): global shuffle (a new
+  permutation every epoch) -> this process's slice -> prepare (decode, crop, tokenize)
+  -> batch, a `grain.MapDataset` read by threads. Batch k is a function of the seed and k.
+- streaming sources (wds): this process's shards, several read at once -> window
+  shuffle -> prepare in threads (stages.ParallelMap) -> batch, a `grain.IterDataset`.
+
+Both end in `stages.TrainIterator`, which tops up batches that lost skipped records
+(examples.py) and counts them. Its state goes into every checkpoint, so a resumed run
+reads exactly the batches the uninterrupted run would have read, and counts the same.
+
+When a checkpoint holds no state for this process layout (another number of processes),
+`seek` places the iterator by the step alone: exactly for random-access sources (off by
+the records skipped before that step, if any), and at shard granularity for streaming
+sources, which say so in the log (wds.py).
 """
 
-from collections.abc import Iterator
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
 
 import grain
+import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
+from mmjax.data import sources
+from mmjax.data.examples import REASONS, Prepare
+from mmjax.data.images import ImageTransform
+from mmjax.data.stages import ParallelMap, TrainIterator, collate
 from mmjax.data.tokenizers import Tokenizer
+from mmjax.registry import Registry
+
+# How each kind of source becomes batches:
+# kind -> (source, prepare, config, process_index, process_count) -> open_batches(step).
+READERS = Registry("source kind")
 
 
-class Tokenize(grain.transforms.Map):
-    """{"image", "text", ...} -> {"image", "tokens"}: what a train step consumes."""
+@runtime_checkable
+class StreamingSource(Protocol):
+    """A source read in order (wds.WdsSource); random-access ones have __getitem__."""
 
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
+    def stream(self, seed: int, process_index: int, process_count: int, start=(0, 0)): ...
 
-    def map(self, example: dict) -> dict:
-        return {"image": example["image"], "tokens": self.tokenizer(example["text"])}
+    def start_position(self, samples_seen: int, seed: int) -> tuple[int, int]: ...
+
+
+def image_transform(config: ml_collections.ConfigDict, train: bool = True) -> ImageTransform:
+    """The data config's crop (random for training, centre otherwise) and backends."""
+    return ImageTransform(
+        config.image_size,
+        train,
+        tuple(config.crop_scale),
+        tuple(config.crop_ratio),
+        config.decoder,
+        config.resizer,
+    )
 
 
 def local_batch_size(global_batch: int, process_count: int) -> int:
@@ -38,15 +75,20 @@ def train_dataset(
     seed: int,
     process_index: int,
     process_count: int,
+    images: ImageTransform | None = None,
 ) -> grain.MapDataset:
     """Batch k of process p holds global examples p, p + P, ... of the k-th global batch.
 
-    The union of the processes' k-th batches is the k-th global batch of a 1-process run.
+    The union of the processes' k-th batches is the k-th global batch of a 1-process run
+    (when no record is skipped). Batches are `stages.Batch`es: the good examples, and
+    the skipped records' markers, which `TrainIterator` counts and replaces. `images`
+    decodes and crops; without it images are used as they come (the synthetic source).
     """
     local = local_batch_size(global_batch, process_count)
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
     ds = ds[process_index::process_count]
-    return ds.map(Tokenize(tokenizer)).batch(local, drop_remainder=True)
+    ds = ds.random_map(Prepare(tokenizer, images), seed=seed)
+    return ds.batch(local, drop_remainder=True, batch_fn=collate)
 
 
 def as_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.DatasetIterator:
@@ -55,6 +97,107 @@ def as_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grai
         num_threads=config.num_threads, prefetch_buffer_size=config.prefetch
     )
     return iter(ds.to_iter_dataset(options))
+
+
+@READERS.register("random_access")
+def random_access_batches(
+    source,
+    prepare: Prepare,
+    config: ml_collections.ConfigDict,
+    process_index: int,
+    process_count: int,
+) -> Callable[[int], grain.DatasetIterator]:
+    """`open_batches(step)` over `train_dataset`: batch `step` is found by index."""
+    ds = train_dataset(
+        source,
+        prepare.tokenizer,
+        config.batch_size,
+        config.seed,
+        process_index,
+        process_count,
+        prepare.images,
+    )
+
+    def open_batches(step: int) -> grain.DatasetIterator:
+        batches = as_iterator(ds, config.data)
+        if step:
+            batches.set_state({"next_index": step})
+        return batches
+
+    return open_batches
+
+
+def _prepare_indexed(prepare: Prepare, seed: int, process_index: int, raw, index: int):
+    """`prepare` with randomness from the element's place in this process's stream."""
+    return prepare(raw, np.random.default_rng([seed, process_index, index]))
+
+
+@READERS.register("streaming")
+def streaming_batches(
+    source: StreamingSource,
+    prepare: Prepare,
+    config: ml_collections.ConfigDict,
+    process_index: int,
+    process_count: int,
+) -> Callable[[int], grain.DatasetIterator]:
+    """`open_batches(step)` over the stream: from the start, or from whole shards on."""
+    data, seed = config.data, config.seed
+    local = local_batch_size(config.batch_size, process_count)
+    prepare_at = functools.partial(_prepare_indexed, prepare, seed, process_index)
+    buffer = max(data.prefetch, 1) * local
+
+    def open_batches(step: int) -> grain.DatasetIterator:
+        start = (0, 0)
+        if step:
+            start = source.start_position(step * config.batch_size, seed)
+            logging.warning(
+                "Streaming source: the checkpoint has no data state for %d processes, so"
+                " reading restarts at shard granularity: epoch %d after the first %d shards"
+                " of its order. Examples of partly read shards may repeat or be missed.",
+                process_count,
+                *start,
+            )
+        ds = source.stream(seed, process_index, process_count, start)
+        if data.shuffle_buffer > 1:
+            ds = grain.experimental.WindowShuffleIterDataset(
+                ds, window_size=data.shuffle_buffer, seed=seed
+            )
+        ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=buffer)
+        ds = ParallelMap(ds, prepare_at, max(data.num_threads, 1), buffer)
+        return iter(ds.batch(local, drop_remainder=True, batch_fn=collate))
+
+    return open_batches
+
+
+def train_iterator(
+    config: ml_collections.ConfigDict,
+    tokenizer: Tokenizer,
+    process_index: int,
+    process_count: int,
+) -> TrainIterator:
+    """This process's training batches from `config.data`'s source, exactly resumable.
+
+    Its `skipped` counts the records skipped by reason (`skip_counts` for metrics).
+    """
+    source = sources.build_source(config.data, "train", config.seed)
+    kind = "streaming" if isinstance(source, StreamingSource) else "random_access"
+    prepare = Prepare(tokenizer, image_transform(config.data))
+    open_batches = READERS.get(kind)(source, prepare, config, process_index, process_count)
+    return TrainIterator(open_batches, local_batch_size(config.batch_size, process_count))
+
+
+def skip_counts(data_iter: grain.DatasetIterator) -> dict[str, float]:
+    """Records skipped so far, by reason and in all, summed over processes (a collective:
+    every process calls it at the same step)."""
+    if not isinstance(data_iter, TrainIterator):
+        return {}
+    counts = data_iter.skipped
+    values = np.array([counts[r] for r in REASONS], np.int32)
+    if jax.process_count() > 1:
+        values = np.asarray(multihost_utils.process_allgather(values)).sum(0)
+    out = {f"data_skipped/{r}": float(v) for r, v in zip(REASONS, values)}
+    out["data_skipped"] = float(values.sum())
+    return out
 
 
 def eval_batches(
@@ -77,10 +220,14 @@ def eval_batches(
 
 
 def seek(data_iter: grain.DatasetIterator, step: int) -> None:
-    """Moves an iterator over `train_dataset` to global batch `step`.
+    """Moves an iterator from `train_iterator` (or over `train_dataset`) to global step `step`.
 
     For random-access sources the data position is a pure function of the seed and
     the step, whatever the number of processes: this is how a checkpoint written by
-    another process layout resumes on exactly the next batch.
+    another process layout resumes on the next batch. Streaming sources restart at
+    the shard where that step falls (and log it).
     """
-    data_iter.set_state({"next_index": step})
+    if isinstance(data_iter, TrainIterator):
+        data_iter.seek(step)
+    else:
+        data_iter.set_state({"next_index": step})

@@ -1,4 +1,10 @@
-"""`config.data.source` -> a random-access source of {"image", "text", ...} examples."""
+"""`config.data.source` -> a source of raw {"image", "text", ...} examples.
+
+Random-access sources (synthetic, arrayrecord, tfds) have `__len__` and `__getitem__`;
+streaming sources (wds) have `stream(...)` -> `grain.IterDataset`. pipeline.py turns
+either into batches. Real sources serve the training data; evaluation datasets have
+their own registry (evals/datasets.py).
+"""
 
 import logging
 
@@ -15,6 +21,35 @@ def synthetic(config: ml_collections.ConfigDict, split: str, seed: int) -> Synth
     c = config.synthetic
     size = c.num_train if split == "train" else c.num_eval
     return SyntheticSource(split, size, config.image_size, seed)
+
+
+def _train_only(split: str, name: str) -> None:
+    if split != "train":
+        raise ValueError(f"Source {name!r} serves the training split only, not {split!r}.")
+
+
+@SOURCES.register("wds")
+def webdataset(config: ml_collections.ConfigDict, split: str, seed: int):
+    from mmjax.data import wds
+
+    _train_only(split, "wds")
+    return wds.build(config)
+
+
+@SOURCES.register("arrayrecord")
+def arrayrecord(config: ml_collections.ConfigDict, split: str, seed: int):
+    from mmjax.data import arrayrecord
+
+    _train_only(split, "arrayrecord")
+    return arrayrecord.build(config)
+
+
+@SOURCES.register("tfds")
+def tfds(config: ml_collections.ConfigDict, split: str, seed: int):
+    from mmjax.data import tfds
+
+    _train_only(split, "tfds")
+    return tfds.build(config)
 
 
 def source_name(config: ml_collections.ConfigDict) -> str:

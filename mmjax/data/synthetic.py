@@ -89,15 +89,36 @@ class SyntheticSource:
     def class_names(self) -> tuple[str, ...]:
         return CLASS_NAMES
 
-    def __getitem__(self, index: int) -> dict:
+    def _draw(self, index: int) -> tuple[np.random.Generator, dict[str, str], int]:
+        """The example's generator, attributes and caption template index, in draw order."""
         if not 0 <= index < self.num_examples:
             raise IndexError(f"Index {index} out of range [0, {self.num_examples}).")
         rng = np.random.default_rng([self.seed, _SPLITS[self.split], int(index)])
-        shape = SHAPES[rng.integers(len(SHAPES))]
-        colour = list(COLOURS)[rng.integers(len(COLOURS))]
-        size = list(SIZES)[rng.integers(len(SIZES))]
-        position = list(POSITIONS)[rng.integers(len(POSITIONS))]
-        template = TRAIN_TEMPLATES[rng.integers(len(TRAIN_TEMPLATES))]
+        attributes = dict(
+            shape=SHAPES[rng.integers(len(SHAPES))],
+            colour=list(COLOURS)[rng.integers(len(COLOURS))],
+            size=list(SIZES)[rng.integers(len(SIZES))],
+            position=list(POSITIONS)[rng.integers(len(POSITIONS))],
+        )
+        return rng, attributes, int(rng.integers(len(TRAIN_TEMPLATES)))
+
+    def captions(self, index: int, count: int) -> list[str]:
+        """`count` captions of example `index`: its own, then the next training templates.
+
+        Retrieval benchmarks pair each image with several captions (five in COCO); these
+        say the same thing about the same image in different words, deterministically.
+        """
+        if not 1 <= count <= len(TRAIN_TEMPLATES):
+            raise ValueError(f"count must be in [1, {len(TRAIN_TEMPLATES)}], got {count}.")
+        _, attributes, first = self._draw(index)
+        n = len(TRAIN_TEMPLATES)
+        return [TRAIN_TEMPLATES[(first + j) % n].format(**attributes) for j in range(count)]
+
+    def __getitem__(self, index: int) -> dict:
+        rng, attributes, template = self._draw(index)
+        shape, colour, size, position = (
+            attributes[k] for k in ("shape", "colour", "size", "position")
+        )
 
         n = self.image_size
         grid = (np.arange(n) + 0.5) / n
@@ -107,7 +128,7 @@ class SyntheticSource:
         image = rng.normal(rng.uniform(60, 140), 10, (n, n, 3))
         rgb = np.array(COLOURS[colour]) + rng.uniform(-20, 20, 3)
         image[mask] = rgb
-        caption = template.format(shape=shape, colour=colour, size=size, position=position)
+        caption = TRAIN_TEMPLATES[template].format(**attributes)
         return {
             "image": np.clip(image, 0, 255).astype(np.uint8),
             "text": caption,

@@ -58,11 +58,88 @@ class SimpleTokenizer:
         return pack([self.word_id(w) for w in words], self.bos, self.eot, self.context_length)
 
 
+def _fits(name: str, needed: int, text_config: ml_collections.ConfigDict) -> None:
+    if text_config.vocab_size < needed:
+        raise ValueError(
+            f"Tokenizer {name!r} needs config.model.text.vocab_size >= {needed},"
+            f" got {text_config.vocab_size}."
+        )
+
+
+class BytesTokenizer:
+    """UTF-8 bytes as ids 1..256: no vocabulary, nothing unknown, any language."""
+
+    def __init__(self, context_length: int):
+        self.context_length = context_length
+        self.vocab_size = 259
+        self.bos, self.eot = 257, 258
+
+    def __call__(self, text: str) -> np.ndarray:
+        ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1
+        return pack(ids.tolist(), self.bos, self.eot, self.context_length)
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model's pieces, shifted by one so that 0 stays padding.
+
+    Ids: piece i -> i + 1; start n + 1 and end n + 2 for a model of n pieces, so the end
+    token has the largest id (argmax pooling). The model's own bos/eos are not added.
+    """
+
+    def __init__(self, model_path: str, context_length: int):
+        if not model_path:
+            raise ValueError("The sentencepiece tokenizer needs config.data.tokenizer_model.")
+        try:
+            import sentencepiece
+        except ImportError as e:
+            raise ImportError("pip install sentencepiece to use a SentencePiece model.") from e
+        from mmjax.data.paths import open_file
+
+        with open_file(model_path) as f:
+            self._model = sentencepiece.SentencePieceProcessor(model_proto=f.read())
+        n = self._model.get_piece_size()
+        self.context_length = context_length
+        self.vocab_size = n + 3
+        self.bos, self.eot = n + 1, n + 2
+
+    def __call__(self, text: str) -> np.ndarray:
+        ids = [i + 1 for i in self._model.encode(text)]
+        return pack(ids, self.bos, self.eot, self.context_length)
+
+
 @TOKENIZERS.register("simple")
-def simple(text_config: ml_collections.ConfigDict) -> SimpleTokenizer:
+def simple(text_config: ml_collections.ConfigDict, model_path: str = "") -> SimpleTokenizer:
     return SimpleTokenizer(text_config.vocab_size, text_config.context_length)
 
 
-def build_tokenizer(name: str, text_config: ml_collections.ConfigDict) -> Tokenizer:
-    """The tokenizer `name`, sized by the text tower's vocabulary and context."""
-    return TOKENIZERS.get(name)(text_config)
+@TOKENIZERS.register("bytes")
+def bytes_(text_config: ml_collections.ConfigDict, model_path: str = "") -> BytesTokenizer:
+    tokenizer = BytesTokenizer(text_config.context_length)
+    _fits("bytes", tokenizer.vocab_size, text_config)
+    return tokenizer
+
+
+@TOKENIZERS.register("clip_bpe")
+def clip_bpe(text_config: ml_collections.ConfigDict, model_path: str = "") -> Tokenizer:
+    from mmjax.data.clip_bpe import ClipBpeTokenizer  # imports this module: import late
+
+    tokenizer = ClipBpeTokenizer(text_config.context_length)
+    _fits("clip_bpe", tokenizer.vocab_size, text_config)
+    return tokenizer
+
+
+@TOKENIZERS.register("sentencepiece")
+def sentencepiece_(text_config: ml_collections.ConfigDict, model_path: str = "") -> Tokenizer:
+    tokenizer = SentencePieceTokenizer(model_path, text_config.context_length)
+    _fits("sentencepiece", tokenizer.vocab_size, text_config)
+    return tokenizer
+
+
+def build_tokenizer(
+    name: str, text_config: ml_collections.ConfigDict, model_path: str = ""
+) -> Tokenizer:
+    """The tokenizer `name`, sized by the text tower's vocabulary and context.
+
+    `model_path`: the model file of tokenizers that need one (config.data.tokenizer_model).
+    """
+    return TOKENIZERS.get(name)(text_config, model_path)

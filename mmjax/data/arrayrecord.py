@@ -1,0 +1,40 @@
+"""ArrayRecord files (e.g. from tools/wds_to_arrayrecord.py) as a random-access source.
+
+Grain's `ArrayRecordDataSource` reads any record by its global index, so the pipeline
+shuffles globally (a new permutation each epoch) and resumes exactly from the step alone.
+Each record is one webdataset sample (records.py); a damaged record is skipped and counted.
+"""
+
+import grain
+import ml_collections
+
+from mmjax.data import records
+from mmjax.data.examples import Skipped, from_fields, keys_of
+from mmjax.data.paths import list_files
+
+
+class ArrayRecordSource:
+    """Random-access source of raw examples {"image": bytes, "text": bytes, "key"}."""
+
+    def __init__(self, paths: list[str], image_key: str, text_key: str):
+        self.paths = paths
+        self._records = grain.sources.ArrayRecordDataSource(paths)
+        self._keys = keys_of(image_key), keys_of(text_key)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: int) -> dict | Skipped:
+        try:
+            fields = records.decode(self._records[index])
+        except ValueError as e:
+            return Skipped("bad_record", f"record {index}", str(e))
+        return from_fields(fields, *self._keys)
+
+    def __repr__(self) -> str:  # Grain compares reprs when restoring a DataLoader
+        return f"ArrayRecordSource({len(self.paths)} files, first={self.paths[0]!r})"
+
+
+def build(config: ml_collections.ConfigDict) -> ArrayRecordSource:
+    paths = list_files(config.path, ".array_record")
+    return ArrayRecordSource(paths, config.image_key, config.text_key)
