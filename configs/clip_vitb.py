@@ -28,6 +28,7 @@ def get_config(arg: str | None = None):
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_steps = 10_000
     c.data.source = "wds"  # img2dataset webdataset shards at config.data.path
+    c.data.tokenizer = "clip_bpe"  # ids equal open_clip's tokenize()
     c.data.image_size = 224
     c.evals.zeroshot.every = 5000
 
