@@ -1,0 +1,105 @@
+"""Finished workdirs -> table rows, with columns after Cherti et al. 2023's tables.
+
+A run is finished when its metrics.jsonl has a line at total_steps and its checkpoint at
+total_steps exists (the loop writes the last metrics, evaluates, then saves): a run
+killed at any point before the end is not finished, and a re-run resumes it.
+"""
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from mmjax.sweeps import flops
+from mmjax.train import optim
+
+WALL_FILE = "sweep_wall.json"  # written by tools/sweep.py: seconds the run took here
+
+# Metric in metrics.jsonl -> column. Missing metrics leave the column empty.
+METRIC_COLUMNS = {
+    "zeroshot/top1": "zeroshot_top1",
+    "zeroshot/top5": "zeroshot_top5",
+    "retrieval/i2t_recall@1": "i2t_recall@1",
+    "retrieval/t2i_recall@1": "t2i_recall@1",
+    "loss": "train_loss",
+}
+COLUMNS = [
+    "run",
+    "model",
+    "samples_seen",
+    "global_batch",
+    "loss",
+    "data",
+    *METRIC_COLUMNS.values(),
+    "params",
+    "gflops_per_sample",
+    "compute_flops",
+    "lr",
+    "warmup_steps",
+    "steps",
+    "wall_s",
+]
+
+
+def final_metrics(workdir: Path) -> tuple[int, dict[str, float]]:
+    """(last step, the last value of every metric) from a workdir's metrics.jsonl."""
+    path = workdir / "metrics.jsonl"
+    step, merged = 0, {}
+    if not path.exists():
+        return step, merged
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            step = max(step, record.pop("step"))
+            merged.update(record)
+    return step, merged
+
+
+def latest_checkpoint(workdir: Path) -> int | None:
+    """The newest complete checkpoint step (Orbax's temporary folders ignored)."""
+    steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(steps, default=None)
+
+
+def is_finished(workdir: Path, total_steps: int) -> bool:
+    step, _ = final_metrics(workdir)
+    return step >= total_steps and latest_checkpoint(workdir) == total_steps
+
+
+def _model_name(config: ml_collections.ConfigDict) -> str:
+    text = config.model.text
+    return f"{config.model.image.variant}@{config.data.image_size}px+text{text.width}x{text.depth}"
+
+
+def row(name: str, workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """One table row for a finished run."""
+    _, metrics = final_metrics(workdir)
+    samples = config.total_steps * config.batch_size
+    wall_path = workdir / WALL_FILE
+    out = {
+        "run": name,
+        "model": _model_name(config),
+        "samples_seen": samples,
+        "global_batch": config.batch_size,
+        "loss": config.loss.name,
+        "data": config.data.source,
+        **{col: metrics.get(key, "") for key, col in METRIC_COLUMNS.items()},
+        "params": flops.param_count(config),
+        "gflops_per_sample": flops.forward_flops_per_sample(config) / 1e9,
+        "compute_flops": flops.training_flops(config, samples),
+        "lr": optim.peak_lr(config),
+        "warmup_steps": config.schedule.warmup_steps,
+        "steps": config.total_steps,
+        "wall_s": json.loads(wall_path.read_text())["wall_s"] if wall_path.exists() else "",
+    }
+    return out
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
