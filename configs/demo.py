@@ -34,4 +34,10 @@ def get_config(arg: str | None = None):
     c.data.synthetic.num_eval = 1000
     c.evals.zeroshot.every = 250
     c.evals.zeroshot.batch_size = 500
+    # Retrieval with five captions per image; kNN on frozen features (train split ->
+    # held-out split) at the end; the linear probe (about 10 s: a sweep of 15 L-BFGS
+    # fits) only standalone. All four run with --mode=eval (docs/evals.md).
+    c.evals.retrieval = dict(type="retrieval", every=500, batch_size=500)
+    c.evals.knn = dict(type="knn", every=arg.steps, batch_size=500)
+    c.evals.linear_probe = dict(type="linear_probe", every=0, batch_size=500)
     return mmconfig.lock(c)

@@ -4,6 +4,10 @@ r"""mmjax command line.
   python -m mmjax.main --config=configs/demo.py --config.total_steps=500
 
 A workdir that holds a checkpoint is resumed from its latest step.
+
+  python -m mmjax.main --mode=eval --config=configs/demo.py --workdir=DIR [--step=N]
+
+evaluates the latest (or the named) checkpoint with every evaluator in `config.evals`.
 """
 
 import logging
@@ -15,20 +19,26 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from mmjax import checkpoint
 from mmjax import config as config_lib
 from mmjax import workdir as workdir_lib
+from mmjax.evals import standalone
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import guard, loop, memory, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory; default ./workdirs/<config>.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "eval"], "train (or resume), or eval a checkpoint."
+)
+_STEP = flags.DEFINE_integer("step", None, "--mode=eval: the checkpoint step; default the latest.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Continue a workdir whose config.json differs from --config."
 )
 
 # Failures with a message that says what to do: printed without a traceback.
 ACTIONABLE = (
+    checkpoint.CheckpointError,
     config_lib.ConfigError,
     workdir_lib.WorkdirConfigError,
     guard.NonFiniteError,
@@ -62,6 +72,13 @@ def main(argv: list[str]) -> None:
         config_flags.get_config_filename(flags.FLAGS["config"])
     )
     logging.info("Workdir: %s", os.path.abspath(workdir))
+    if _MODE.value == "eval":
+        try:
+            standalone.evaluate(config, workdir, _STEP.value)
+        except standalone.NoCheckpointError as error:
+            logging.error("%s", error)
+            sys.exit(1)
+        return
     try:
         results = loop.train(config, workdir, _OVERWRITE.value)
     except preemption.Preempted as stop:

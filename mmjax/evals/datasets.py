@@ -1,20 +1,90 @@
-"""Evaluation datasets by name: labelled image sources with their class names."""
+"""Evaluation datasets by name (`dataset` in an evaluator entry).
+
+A *labelled* dataset (zero-shot, linear probe, kNN) has `class_names`, `templates` (the
+name of its default prompt list in evals/templates.py), `__len__` and `__getitem__ ->
+{"image", "label"}`. A *captioned* dataset (retrieval) has `__len__`, `__getitem__ ->
+{"image"}` and `captions`, one list of strings per image. Images are uint8 [size, size,
+3] at the run's image size.
+
+Registered here: "synthetic" (labelled and captioned). Elsewhere: "imagefolder"
+(image_folder.py); "imagenet2012", "imagenet_v2", "cifar10", "cifar100" and any TFDS
+dataset as "tfds:NAME" (tfds_source.py); "coco" and "flickr30k" from Karpathy-split JSON
+(karpathy.py).
+"""
+
+import functools
+from typing import Any
 
 import ml_collections
+import numpy as np
 
 from mmjax.data.synthetic import SyntheticSource
 from mmjax.registry import Registry
 
 EVAL_DATASETS = Registry("evaluation dataset")
 
+# The dataset fields of an evaluator entry, with their defaults.
+DATASET_DEFAULTS = dict(
+    dataset="synthetic",
+    split="",  # "": the dataset's evaluation split
+    path="",  # image-folder root, or Karpathy JSON file
+    image_dir="",  # Karpathy: the directory that the JSON's image paths start from
+    data_dir="",  # TFDS data_dir; "": TFDS's default
+    image_key="image",  # TFDS feature names
+    label_key="label",
+    class_names="",  # "": the dataset's own; else a shipped list (evals/classnames.py)
+    captions_per_image=5,  # synthetic retrieval (COCO has about five per image)
+)
+
+
+class SyntheticEval:
+    """The synthetic source as an evaluation dataset: labels, and several captions each."""
+
+    templates = "synthetic"
+
+    def __init__(self, source: SyntheticSource, captions_per_image: int):
+        self.source, self.captions_per_image = source, captions_per_image
+        self.class_names = source.class_names
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        example = self.source[index]
+        return {"image": example["image"], "label": example["label"]}
+
+    @functools.cached_property
+    def captions(self) -> list[list[str]]:
+        return [self.source.captions(i, self.captions_per_image) for i in range(len(self))]
+
 
 @EVAL_DATASETS.register("synthetic")
-def synthetic(config: ml_collections.ConfigDict) -> SyntheticSource:
-    """The held-out split of the built-in source, at the run's image size."""
-    c = config.data
-    return SyntheticSource("eval", c.synthetic.num_eval, c.image_size, config.seed)
+def synthetic(
+    entry: ml_collections.ConfigDict, config: ml_collections.ConfigDict, split: str
+) -> SyntheticEval:
+    """`split` "eval" (default, held out from training) or "train", at the run's image size."""
+    source = SyntheticSource(
+        split or "eval", config.data.synthetic.num_eval, config.data.image_size, config.seed
+    )
+    return SyntheticEval(source, entry.captions_per_image)
 
 
-def build_dataset(name: str, config: ml_collections.ConfigDict):
-    """A source with `class_names`, `__len__` and `__getitem__` -> {"image", "label"}."""
-    return EVAL_DATASETS.get(name)(config)
+def build_dataset(
+    entry: ml_collections.ConfigDict, config: ml_collections.ConfigDict, split: str | None = None
+) -> Any:
+    """The dataset of `entry` at the run's image size: its split, or `split` when given.
+
+    `entry.dataset` is a registered name, or "tfds:NAME" for any TFDS dataset.
+    """
+    name = entry.dataset.partition(":")[0]
+    return EVAL_DATASETS.get(name)(entry, config, entry.split if split is None else split)
+
+
+def require(source: Any, attribute: str, entry: ml_collections.ConfigDict) -> Any:
+    """`source`, after checking it has what the evaluator needs (labels or captions)."""
+    if not hasattr(source, attribute):
+        kind = "class labels" if attribute == "class_names" else attribute
+        raise ValueError(
+            f"Dataset {entry.dataset!r} has no {kind}, which evaluator type {entry.type!r} needs."
+        )
+    return source

@@ -21,6 +21,9 @@ from mmjax.registry import Registry
 
 EVALUATORS = Registry("evaluator")
 
+# Fields every evaluator entry has: what runs, how often in the train loop, batch size.
+COMMON_DEFAULTS = dict(type="", every=0, batch_size=256)
+
 
 class Evaluator(Protocol):
     def run(self, params: Any) -> dict[str, float]: ...
@@ -51,8 +54,24 @@ def build_evaluators(context: EvalContext) -> list[Scheduled]:
     out = []
     for name, c in context.config.evals.items():
         factory = EVALUATORS.get(c.type)
-        out.append(Scheduled(name, c.every, factory(c, context)))
+        every = c.get("every", COMMON_DEFAULTS["every"])
+        out.append(Scheduled(name, every, factory(c, context)))
     return out
+
+
+def with_defaults(entry: ml_collections.ConfigDict, defaults: dict) -> ml_collections.ConfigDict:
+    """An evaluator's config entry completed from its defaults; unknown fields fail.
+
+    Entries list only what differs from the defaults, and a misspelt field fails at
+    start, naming the fields the evaluator knows.
+    """
+    unknown = sorted(set(entry) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"Unknown field(s) {unknown} in an evaluator of type {entry.get('type')!r};"
+            f" known: {', '.join(sorted(defaults))}."
+        )
+    return ml_collections.ConfigDict({**defaults, **entry.to_dict()})
 
 
 def prefixed(name: str, results: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,101 @@
+r"""Standalone evaluation of a checkpoint: every evaluator of `config.evals`, once.
+
+  python -m mmjax.main --mode=eval --config=configs/demo.py --workdir=DIR [--step=N]
+
+Restores the latest (or the named) checkpoint of `DIR/checkpoints` onto the current
+mesh, runs every entry of `config.evals` whatever its `every` (0 = standalone only),
+prints a table, and appends the results to `DIR/metrics.jsonl` and TensorBoard at the
+checkpoint's step, under the same names as in-loop evaluations ("zeroshot/top1").
+"""
+
+import logging
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from mmjax.checkpoint import Checkpointer
+from mmjax.data import tokenizers
+from mmjax.evals.registry import EvalContext, build_evaluators, prefixed
+from mmjax.metrics import MetricWriter
+from mmjax.parallel import mesh as mesh_lib
+from mmjax.parallel import sharding
+from mmjax.train import loop
+
+
+class NoCheckpointError(FileNotFoundError):
+    """The workdir has no checkpoint (or not the step asked for)."""
+
+
+class ReadOnlyCheckpoints(Checkpointer):
+    """Restores without writing to the checkpoint directory.
+
+    A training run may be saving into it right now: `Checkpointer` opens its manager with
+    `cleanup_tmp_directories=True`, which would delete that run's in-flight save.
+    """
+
+    def __init__(self, directory: str):
+        self.every = 0
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                read_only=True, save_interval_steps=0, create=False
+            ),
+        )
+
+
+def restore_params(
+    config: ml_collections.ConfigDict, workdir: str, mesh: Any, step: int | None
+) -> tuple[nn.Module, Any, int]:
+    """(model, params on the mesh, step) from `workdir`'s latest or `step`-th checkpoint."""
+    model, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    ckpts = ReadOnlyCheckpoints(os.path.join(workdir, "checkpoints"))
+    steps = sorted(ckpts.manager.all_steps()) if os.path.isdir(ckpts.directory) else []
+    if not steps or (step and step not in steps):
+        wanted = f"step {step}" if step else "checkpoint"
+        raise NoCheckpointError(
+            f"No {wanted} in {ckpts.directory}; steps there: {steps or 'none'}."
+        )
+    step = step or steps[-1]
+    restored = ckpts.restore(step, abstract, None)
+    state = restored[0] if isinstance(restored, tuple) else restored
+    ckpts.manager.close()
+    return model, state.params, step
+
+
+def format_table(step: int, results: dict[str, float]) -> str:
+    """Results as an aligned table: evaluator, metric, value."""
+    rows = [(k.partition("/")[0], k.partition("/")[2], v) for k, v in results.items()]
+    w0 = max([len("evaluator")] + [len(r[0]) for r in rows])
+    w1 = max([len("metric")] + [len(r[1]) for r in rows])
+    lines = [f"Evaluation at step {step}", f"{'evaluator':<{w0}}  {'metric':<{w1}}  value"]
+    for name, metric, v in rows:
+        value = f"{v:.4f}" if 1e-3 <= abs(v) < 1e3 or v == 0 else f"{v:.3g}"
+        lines.append(f"{name:<{w0}}  {metric:<{w1}}  {value}")
+    return "\n".join(lines)
+
+
+def evaluate(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> dict[str, float]:
+    """Runs every evaluator of `config.evals` on a checkpoint; returns prefixed results."""
+    mesh = mesh_lib.make_mesh(config.mesh)
+    results: dict[str, float] = {}
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
+        model, params, step = restore_params(config, workdir, mesh, step)
+        tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, config.model.text)
+        for e in build_evaluators(EvalContext(model, tokenizer, mesh, config)):
+            start = time.perf_counter()
+            results.update(prefixed(e.name, e.evaluator.run(params)))
+            logging.info("%s done in %.1f s.", e.name, time.perf_counter() - start)
+    writer = MetricWriter(workdir)
+    writer.write(step, results)
+    writer.close()
+    if jax.process_index() == 0:
+        print(format_table(step, results), flush=True)
+    return results
