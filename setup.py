@@ -5,11 +5,13 @@ import pathlib
 import setuptools
 
 HERE = pathlib.Path(__file__).parent
+# requirements.txt lists the runtime dependencies, then, after "# Tests and lint", the
+# test-only ones: only the first part is installed with the package.
+_RUNTIME = (HERE / "requirements.txt").read_text().split("# Tests and lint")[0]
 REQUIREMENTS = [
-    line.strip()
-    for line in (HERE / "requirements.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#") and not line.startswith(("pytest", "ruff"))
+    line.split("#")[0].strip() for line in _RUNTIME.splitlines() if line.split("#")[0].strip()
 ]
+_TESTS = (HERE / "requirements.txt").read_text().split("# Tests and lint")[1]
 
 setuptools.setup(
     name="mmjax",
@@ -22,7 +24,9 @@ setuptools.setup(
     package_data={"mmjax": ["**/*.txt.gz", "**/*.json"]},
     install_requires=REQUIREMENTS,
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6"],
+        "test": [
+            x.split("#")[0].strip() for x in _TESTS.splitlines()[1:] if x.split("#")[0].strip()
+        ],
         # open_clip checkpoints (tools/convert_open_clip.py, tests/test_open_clip.py). torch
         # and torchvision are pinned as a pair: an open range pulls the newest torch, a
         # multi-GB CUDA build. Install torch==2.13.0 from a CPU index first for CPU wheels.

@@ -10,12 +10,12 @@ from mmjax import config as mmconfig
 
 
 def get_config(arg: str | None = None):
-    arg = mmconfig.parse_arg(arg, steps=1500, batch=128)
+    arg = mmconfig.parse_arg(arg, steps=1000, batch=128)
     c = mmconfig.base()
     c.batch_size = arg.batch
     c.total_steps = arg.steps
     c.log_every = 100
-    c.ckpt_every = 500
+    c.ckpt_every = 250
     c.keep_ckpts = 2
     c.model.embed_dim = 64
     c.model.image.variant = "mu/8"
@@ -32,12 +32,12 @@ def get_config(arg: str | None = None):
     c.data.image_size = 32
     c.data.num_threads = 2
     c.data.synthetic.num_eval = 1000
-    c.evals.zeroshot.every = 250
+    c.evals.zeroshot.every = 200
     c.evals.zeroshot.batch_size = 500
-    # Retrieval with five captions per image; kNN on frozen features (train split ->
+    # Retrieval with five captions per image and kNN on frozen features (train split ->
     # held-out split) at the end; the linear probe (about 10 s: a sweep of 15 L-BFGS
     # fits) only standalone. All four run with --mode=eval (docs/evals.md).
-    c.evals.retrieval = dict(type="retrieval", every=500, batch_size=500)
+    c.evals.retrieval = dict(type="retrieval", every=arg.steps, batch_size=500)
     c.evals.knn = dict(type="knn", every=arg.steps, batch_size=500)
     c.evals.linear_probe = dict(type="linear_probe", every=0, batch_size=500)
     return mmconfig.lock(c)

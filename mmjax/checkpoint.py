@@ -22,21 +22,34 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
     """A `CheckpointManager` for items "state" (a pytree) and "data" (a Grain iterator)."""
 
-    def __init__(self, directory: str, every: int, keep: int, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str,
+        every: int = 0,
+        keep: int = 1,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
+        """`read_only` for readers (standalone evaluation, conversion) of a directory that a
+        training run may be saving into: they must not clean up its in-flight save."""
         self.every = every
         directory = directory if "://" in directory else os.path.abspath(directory)
         self.directory = directory
-        for leftover in sorted(glob.glob(os.path.join(directory, "*.orbax-checkpoint-tmp*"))):
-            logging.warning("Ignoring incomplete checkpoint %s (an interrupted save).", leftover)
-        self.manager = ocp.CheckpointManager(
-            directory,
-            options=ocp.CheckpointManagerOptions(
+        if read_only:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        else:
+            for leftover in sorted(glob.glob(os.path.join(directory, "*.orbax-checkpoint-tmp*"))):
+                logging.warning("Ignoring incomplete checkpoint %s (interrupted save).", leftover)
+            options = ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
                 enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True,
                 create=True,
-            ),
-        )
+            )
+        self.manager = ocp.CheckpointManager(directory, options=options)
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -35,8 +35,8 @@ class MetricWriter:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
         if self._tb is not None:
-            for k, v in scalars.items():
-                self._tb.add_scalar(k, float(v), int(step))
+            for k, v in scalars.items():  # TensorBoard rejects "@" (recall@1) in names
+                self._tb.add_scalar(k.replace("@", "_at_"), float(v), int(step))
             self._tb.flush()
 
     def close(self) -> None:

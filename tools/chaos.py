@@ -125,7 +125,7 @@ def final_params(workdir: pathlib.Path, steps: int, args):
     config = module.get_config(f"steps={args.steps},batch={args.batch}")
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
     _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
-    ckpt = Checkpointer(str(workdir / "checkpoints"), 1, 1)
+    ckpt = Checkpointer(str(workdir / "checkpoints"), read_only=True)
     state, _ = ckpt.restore(steps, abstract, None)
     ckpt.close()
     return jax.device_get(state.params)

@@ -16,7 +16,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import tokenizers
@@ -31,39 +30,23 @@ class NoCheckpointError(FileNotFoundError):
     """The workdir has no checkpoint (or not the step asked for)."""
 
 
-class ReadOnlyCheckpoints(Checkpointer):
-    """Restores without writing to the checkpoint directory.
-
-    A training run may be saving into it right now: `Checkpointer` opens its manager with
-    `cleanup_tmp_directories=True`, which would delete that run's in-flight save.
-    """
-
-    def __init__(self, directory: str):
-        self.every = 0
-        self.directory = directory if "://" in directory else os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                read_only=True, save_interval_steps=0, create=False
-            ),
-        )
-
-
 def restore_params(
     config: ml_collections.ConfigDict, workdir: str, mesh: Any, step: int | None
 ) -> tuple[nn.Module, Any, int]:
     """(model, params on the mesh, step) from `workdir`'s latest or `step`-th checkpoint."""
     model, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
-    ckpts = ReadOnlyCheckpoints(os.path.join(workdir, "checkpoints"))
-    steps = sorted(ckpts.manager.all_steps()) if os.path.isdir(ckpts.directory) else []
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise NoCheckpointError(f"No checkpoint in {os.path.abspath(directory)}: no such folder.")
+    ckpts = Checkpointer(directory, read_only=True)  # a training run may be saving here
+    steps = ckpts.all_steps()
     if not steps or (step and step not in steps):
         wanted = f"step {step}" if step else "checkpoint"
         raise NoCheckpointError(
             f"No {wanted} in {ckpts.directory}; steps there: {steps or 'none'}."
         )
     step = step or steps[-1]
-    restored = ckpts.restore(step, abstract, None)
-    state = restored[0] if isinstance(restored, tuple) else restored
+    state, _ = ckpts.restore(step, abstract, None)
     ckpts.manager.close()
     return model, state.params, step
 
