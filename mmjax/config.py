@@ -1,6 +1,8 @@
 """Helpers for configs: `arg` strings ("runlocal,res=64") and config validation."""
 
 import dataclasses
+import importlib.util
+import pathlib
 from typing import Any
 
 import ml_collections
@@ -33,6 +35,28 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
         else:
             result[key] = type(default)(value)
     return result
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: dict[str, Any]
+) -> ml_collections.ConfigDict:
+    """Sets dotted fields ({"optim.lr": 1e-3}) in place, as `--config.optim.lr=1e-3` would."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def load_config(config_flag: str, overrides: dict[str, Any] | None = None):
+    """`configs/demo.py:steps=10` -> its `get_config("steps=10")`, then `overrides`."""
+    path, _, arg = config_flag.partition(":")
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return apply_overrides(module.get_config(arg or None), overrides or {})
 
 
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -34,13 +34,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     c.data.prefetch = 1
     c.data.synthetic.num_eval = 40
     c.lock()
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return c
+    return config_lib.apply_overrides(c, overrides)
 
 
 def infonce_numpy(image: np.ndarray, text: np.ndarray, scale: float) -> float:

@@ -1,7 +1,5 @@
 """Configs: arg parsing, locked fields, validation messages, mesh shapes, recipes."""
 
-import importlib.util
-
 import ml_collections
 import pytest
 
@@ -10,10 +8,7 @@ from mmjax.parallel.mesh import mesh_shape
 
 
 def load(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_lib.load_config(f"{path}:{arg}" if arg else path)
 
 
 def test_parse_arg_casts_and_rejects_unknown_keys():

@@ -111,18 +111,12 @@ def chaos_run(args, workdir: pathlib.Path, rng: random.Random) -> list[dict]:
 def final_params(workdir: pathlib.Path, steps: int, args):
     """The parameters saved at `steps`, as numpy, restored on one CPU device."""
     import jax
-    from ml_collections import config_flags  # noqa: F401  (config loading below)
 
+    from mmjax import config as config_lib
     from mmjax.checkpoint import Checkpointer
     from mmjax.train import loop
 
-    sys.argv = sys.argv[:1]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo", REPO / "configs" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(f"steps={args.steps},batch={args.batch}")
+    config = config_lib.load_config(f"{REPO}/configs/demo.py:steps={args.steps},batch={args.batch}")
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
     _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
     ckpt = Checkpointer(str(workdir / "checkpoints"), read_only=True)
