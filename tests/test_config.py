@@ -58,3 +58,14 @@ def test_mesh_shape_fills_the_minus_one_axis():
         mesh_shape(ml_collections.ConfigDict(dict(data=-1, fsdp=3, tensor=1)), 8)
     with pytest.raises(ValueError, match="uses 4 devices but 8"):
         mesh_shape(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=1)), 8)
+
+
+def test_siglip_recipe_derives_from_clip():
+    c = load("configs/siglip_vitb.py")
+    assert c.loss.name == "sigmoid" and c.model.bias_init == -10.0
+    assert abs(c.model.temperature_init - 2.302585) < 1e-6
+    assert c.batch_size == 32768 and c.schedule.warmup_steps == 5000
+    local = load("configs/siglip_vitb.py", "runlocal")
+    assert local.batch_size == 16 and local.loss.name == "sigmoid"
+    with pytest.raises(AttributeError):  # still locked against typos
+        local.optim.learning_rate = 1.0
