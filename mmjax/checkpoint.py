@@ -12,6 +12,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -95,6 +96,25 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         logging.info("Restored checkpoint at step %d from %s.", step, self.directory)
         return restored["state"], with_data
+
+    def restore_params(self, step: int, abstract_params: Any, as_numpy: bool = False) -> Any:
+        """Only the parameters of `step`, not the optimizer state (a third of the memory).
+
+        Onto the shardings in `abstract_params` (ShapeDtypeStructs), or as host numpy
+        arrays with `as_numpy`, whatever mesh wrote them. For evaluation and export.
+        """
+        target = {"params": abstract_params}
+        if as_numpy:
+            args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        else:
+            args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(item=target, restore_args=args, partial_restore=True)
+            ),
+        )
+        return restored["state"]["params"]
 
     def restore_newest(
         self, abstract_state: Any, data_iter: grain.DatasetIterator | None

@@ -46,9 +46,9 @@ def restore_params(
             f"No {wanted} in {ckpts.directory}; steps there: {steps or 'none'}."
         )
     step = step or steps[-1]
-    state, _ = ckpts.restore(step, abstract, None)
-    ckpts.manager.close()
-    return model, state.params, step
+    params = ckpts.restore_params(step, abstract.params)
+    ckpts.close()
+    return model, params, step
 
 
 def format_table(step: int, results: dict[str, float]) -> str:

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from mmjax import config as config_lib
 from mmjax import models
+from mmjax.checkpoint import Checkpointer
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 from mmjax.train import loop, state
@@ -168,22 +169,13 @@ def restore_params(
     Reads only the parameters (not the optimizer state), onto the host, whatever mesh
     wrote them.
     """
-    manager = ocp.CheckpointManager(
-        _ckpt_dir(workdir), options=ocp.CheckpointManagerOptions(create=False)
-    )
-    step = manager.latest_step() if step is None else step
+    ckpts = Checkpointer(_ckpt_dir(workdir), read_only=True)  # a run may be saving there
+    step = ckpts.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"No checkpoint in {_ckpt_dir(workdir)}.")
     model = models.build_model(config.model)
     inputs = state.dummy_inputs(config.data.image_size, config.model.text.context_length)
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs)["params"])
-    target = {"params": state.strip_boxes(abstract)}
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
-        ),
-    )
-    manager.close()
-    return restored["state"]["params"], step
+    params = ckpts.restore_params(step, state.strip_boxes(abstract), as_numpy=True)
+    ckpts.close()
+    return params, step
