@@ -6,22 +6,17 @@ import numpy as np
 
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import pipeline, sources, tokenizers
+from mmjax.parallel.mesh import make_mesh
 from mmjax.train import loop
 from tests.helpers import tiny_config
 
 
 def saved_params(workdir: str, config, step: int | None = None) -> dict:
     ckpt = Checkpointer(f"{workdir}/checkpoints", 1, 1)
-    _, _, _, _, abstract, _ = loop.build_model_and_state(config, _mesh(config))
+    _, _, _, _, abstract, _ = loop.build_model_and_state(config, make_mesh(config.mesh))
     state, _ = ckpt.restore(step or ckpt.latest_step(), abstract, None)
     ckpt.close()
     return jax.device_get(state.params)
-
-
-def _mesh(config):
-    from mmjax.parallel.mesh import make_mesh
-
-    return make_mesh(config.mesh)
 
 
 def test_stop_and_resume_is_bitwise_identical(tmp_path):
@@ -55,7 +50,7 @@ def test_restored_iterator_yields_the_next_batch(tmp_path):
     )
     data_iter = pipeline.as_iterator(ds, config.data)
     ckpt = Checkpointer(str(tmp_path / "checkpoints"), 2, 1)
-    _, _, _, _, abstract, _ = loop.build_model_and_state(config, _mesh(config))
+    _, _, _, _, abstract, _ = loop.build_model_and_state(config, make_mesh(config.mesh))
     ckpt.restore(2, abstract, data_iter)
     ckpt.close()
     nxt = next(data_iter)
