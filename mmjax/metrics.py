@@ -102,8 +102,8 @@ class Progress:
         parts = [f"step {step}/{self.total_steps}"]
         for key, fmt in (
             ("loss", "loss {:.4f}"),
-            ("acc_i2t", "i2t {:.3f}"),
-            ("acc_t2i", "t2i {:.3f}"),
+            ("acc_x2y", "acc {:.3f}"),
+            ("acc_y2x", "/ {:.3f}"),
             ("lr", "lr {:.2e}"),
             ("scale", "scale {:.2f}"),
             ("grad_norm", "gnorm {:.3f}"),

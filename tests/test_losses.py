@@ -50,8 +50,8 @@ def _cross_entropy_rows(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _metrics(logits: np.ndarray) -> dict[str, float]:
     n = logits.shape[0]
     return {
-        "acc_i2t": (logits.argmax(1) == np.arange(n)).mean(),
-        "acc_t2i": (logits.argmax(0) == np.arange(n)).mean(),
+        "acc_x2y": (logits.argmax(1) == np.arange(n)).mean(),
+        "acc_y2x": (logits.argmax(0) == np.arange(n)).mean(),
     }
 
 
@@ -113,7 +113,7 @@ def _mesh(n_dev: int) -> Mesh:
 @functools.cache
 def _compiled(name: str, n_dev: int, options: tuple = ()):
     mesh = _mesh(n_dev)
-    fn = sharded_loss(functools.partial(LOSSES.get(name), **dict(options)), mesh)
+    fn = sharded_loss(get_loss(name, dict(options)), mesh)
     vg = jax.value_and_grad(lambda *a: fn(*a), argnums=(0, 1, 2, 3), has_aux=True)
     batch = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
     return jax.jit(vg), batch
@@ -165,7 +165,7 @@ def assert_matches(name, got, want, *, rtol=1e-5, tiny_atol=1e-6):
         bound = atol + rtol * np.maximum(np.abs(r), mag)
         worst = float(np.max(err - bound))
         assert worst <= 0, f"{name} {what}: max |err| {err.max():.3g}, over bound by {worst:.3g}"
-    for k in ("acc_i2t", "acc_t2i"):
+    for k in ("acc_x2y", "acc_y2x"):
         assert metrics[k] == pytest.approx(ref_metrics[k]), f"{name} {k}"
 
 
@@ -226,10 +226,10 @@ def test_get_loss_passes_the_ring_options() -> None:
     config = ml_collections.ConfigDict(
         {"name": "sigmoid_ring", "tile_size": 8, "chunk_size": 16, "other": 1}
     )
-    fn = get_loss(config)
-    assert fn.keywords == {"tile_size": 8, "chunk_size": 16}
-    config.name = "sigmoid"
-    assert get_loss(config).keywords == {}
+    loss = get_loss(config.name, config)
+    assert loss.fn.keywords == {"tile_size": 8, "chunk_size": 16}
+    assert loss.inputs == () and set(loss.options) == {"tile_size", "chunk_size"}
+    assert get_loss("sigmoid", config).fn.keywords == {}
 
 
 def test_bfloat16_inputs_give_float32_loss_and_matching_gradients() -> None:
@@ -250,7 +250,7 @@ def test_bfloat16_inputs_give_float32_loss_and_matching_gradients() -> None:
 def temp_bytes(name: str, global_batch: int, width: int, n_dev: int, **options) -> int:
     """Per-device temporary memory of forward+backward, from the compiled program alone."""
     mesh = _mesh(n_dev)
-    fn = sharded_loss(functools.partial(LOSSES.get(name), **options), mesh)
+    fn = sharded_loss(get_loss(name, options), mesh)
     vg = jax.value_and_grad(lambda *a: fn(*a), argnums=(0, 1, 2, 3), has_aux=True)
     emb = jax.ShapeDtypeStruct(
         (global_batch, width), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec(BATCH_AXES))

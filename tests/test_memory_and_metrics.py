@@ -32,10 +32,10 @@ def test_check_fits_refuses_with_needed_and_available_memory():
 def test_metric_writer_and_progress(tmp_path):
     writer = MetricWriter(str(tmp_path))
     progress = Progress(total_steps=10, global_batch=32, num_devices=8, start_step=0)
-    progress.add({"loss": jnp.float32(2.0), "acc_i2t": jnp.float32(0.5)})
-    progress.add({"loss": jnp.float32(4.0), "acc_i2t": jnp.float32(0.7)})
+    progress.add({"loss": jnp.float32(2.0), "acc_x2y": jnp.float32(0.5)})
+    progress.add({"loss": jnp.float32(4.0), "acc_x2y": jnp.float32(0.7)})
     m = progress.report(2)
-    assert m["loss"] == pytest.approx(3.0) and m["acc_i2t"] == pytest.approx(0.6)
+    assert m["loss"] == pytest.approx(3.0) and m["acc_x2y"] == pytest.approx(0.6)
     assert m["samples_per_s"] == pytest.approx(32 * m["steps_per_s"])
     assert m["samples_per_s_per_device"] == pytest.approx(4 * m["steps_per_s"])
     line = progress.line(2, m)

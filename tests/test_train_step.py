@@ -51,7 +51,7 @@ def grads_on(mesh_axes: tuple[int, int, int]):
         _, shardings = state.abstract_state(init_fn, mesh, CONFIG.mesh.rules)
         params = jax.device_put(host_params(), shardings.params)
         batch = sharding.global_batch(host_batch(), mesh)
-        loss_fn = losses.sharded_loss(losses.get_loss(CONFIG.loss), mesh)
+        loss_fn = losses.sharded_loss(losses.get_loss(CONFIG.loss.name, CONFIG.loss), mesh)
         grad_fn = jax.jit(step.make_grad_fn(model, loss_fn))
         (loss, metrics), grads = grad_fn(params, batch)
         embed = jax.jit(
@@ -92,8 +92,8 @@ def test_loss_equals_numpy_infonce(one_device):
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     logits = np.asarray(out["image"], np.float64) @ np.asarray(out["text"], np.float64).T
     np.testing.assert_allclose(
-        metrics["acc_i2t"], np.mean(logits.argmax(1) == np.arange(len(logits))), atol=1e-7
+        metrics["acc_x2y"], np.mean(logits.argmax(1) == np.arange(len(logits))), atol=1e-7
     )
     np.testing.assert_allclose(
-        metrics["acc_t2i"], np.mean(logits.argmax(0) == np.arange(len(logits))), atol=1e-7
+        metrics["acc_y2x"], np.mean(logits.argmax(0) == np.arange(len(logits))), atol=1e-7
     )

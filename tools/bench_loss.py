@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def loss_and_grads(name: str, mesh: jax.sharding.Mesh, options: dict):
     """jit(value_and_grad) of a loss over the mesh, wrt image, text, scale and bias."""
-    loss = sharded_loss(get_loss(ml_collections.ConfigDict({"name": name, **options})), mesh)
+    loss = sharded_loss(get_loss(name, options), mesh)
     return jax.jit(jax.value_and_grad(lambda *a: loss(*a), argnums=(0, 1, 2, 3), has_aux=True))
 
 

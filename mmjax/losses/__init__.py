@@ -1,12 +1,14 @@
-"""Contrastive losses, selected by `config.loss.name`.
+"""Losses between two modalities, selected by name (registry.py).
 
 Every loss has one signature and runs inside the shard_map island over the batch axes:
 
-    loss_fn(image, text, scale, bias, *, axis_name, **options) -> (loss, metrics)
+    loss_fn(x, y, scale, bias, *, axis_name, <inputs>, <options>) -> (loss, metrics)
 
-`image`, `text`: this device's L2-normalised embeddings [b_local, d] (any float dtype);
-`scale`, `bias`: scalars; `axis_name`: the mesh axes the batch is split over. The loss is
-the mean over the global batch, float32, and identical on every device; metrics likewise.
+`x`, `y`: this device's L2-normalised embeddings [b_local, d] of the two modalities (any
+float dtype); `scale`, `bias`: scalars; `axis_name`: the mesh axes the batch is split
+over; keyword-only parameters without a default are extra per-example inputs (labels,
+token features), those with one are options. The loss is the mean over the global batch,
+float32, and identical on every device; metrics likewise, named `loss_x2y`, `acc_y2x`, ...
 """
 
 from mmjax.losses import (

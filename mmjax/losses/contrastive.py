@@ -37,34 +37,34 @@ def _row_terms(
 
 @LOSSES.register("softmax")
 def softmax_loss(
-    image: jax.Array,
-    text: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
     *,
     axis_name: AxisName,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Symmetric InfoNCE (CLIP): mean of image->text and text->image cross-entropies.
+    """Symmetric InfoNCE (CLIP): mean of the x->y and y->x cross-entropies.
 
     `bias` is accepted for a uniform API; a per-row constant does not change a softmax.
     """
     del bias
-    image = image.astype(jnp.float32)
-    text = text.astype(jnp.float32)
+    x = x.astype(jnp.float32)
+    y = y.astype(jnp.float32)
     scale = scale.astype(jnp.float32)
-    b = image.shape[0]
+    b = x.shape[0]
     offset = local_offset(b, axis_name)
     global_b = b * jax.lax.axis_size(axis_name)
-    i2t_loss, i2t_ok = _row_terms(image, gather(text, axis_name), scale, offset)
-    t2i_loss, t2i_ok = _row_terms(text, gather(image, axis_name), scale, offset)
+    i2t_loss, i2t_ok = _row_terms(x, gather(y, axis_name), scale, offset)
+    t2i_loss, t2i_ok = _row_terms(y, gather(x, axis_name), scale, offset)
     sums = jax.lax.psum(
         jnp.stack([i2t_loss.sum(), t2i_loss.sum(), i2t_ok.sum(), t2i_ok.sum()]), axis_name
     )
     loss = (sums[0] + sums[1]) / (2 * global_b)
     metrics = {
-        "loss_i2t": sums[0] / global_b,
-        "loss_t2i": sums[1] / global_b,
-        "acc_i2t": sums[2] / global_b,
-        "acc_t2i": sums[3] / global_b,
+        "loss_x2y": sums[0] / global_b,
+        "loss_y2x": sums[1] / global_b,
+        "acc_x2y": sums[2] / global_b,
+        "acc_y2x": sums[3] / global_b,
     }
     return loss, metrics

@@ -21,21 +21,21 @@ def pair_terms(logits: jax.Array, positive: jax.Array) -> jax.Array:
 
 @LOSSES.register("sigmoid")
 def sigmoid_loss(
-    image: jax.Array,
-    text: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
     *,
     axis_name: AxisName,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SigLIP loss over the global batch; accuracies are those of the argmax retrieval."""
-    image = image.astype(jnp.float32)
-    b = image.shape[0]
+    x = x.astype(jnp.float32)
+    b = x.shape[0]
     offset = local_offset(b, axis_name)
     global_b = b * jax.lax.axis_size(axis_name)
-    texts = gather(text.astype(jnp.float32), axis_name)
+    ys = gather(y.astype(jnp.float32), axis_name)
     # The scale goes into one operand before the matmul (see FIELD-NOTES: numerics).
-    logits = (image * scale.astype(jnp.float32)) @ texts.T + bias.astype(jnp.float32)
+    logits = (x * scale.astype(jnp.float32)) @ ys.T + bias.astype(jnp.float32)
     positive = jnp.arange(b)[:, None] + offset == jnp.arange(global_b)[None, :]
     loss_sum = pair_terms(logits, positive).sum()
 
@@ -50,5 +50,5 @@ def sigmoid_loss(
         jnp.stack([loss_sum, (pos > neg.max(axis=1)).sum(), (pos > own_col_max).sum()]),
         axis_name,
     )
-    metrics = {"acc_i2t": sums[1] / global_b, "acc_t2i": sums[2] / global_b}
+    metrics = {"acc_x2y": sums[1] / global_b, "acc_y2x": sums[2] / global_b}
     return sums[0] / global_b, metrics

@@ -96,7 +96,7 @@ def _loss_and_metrics(carry, n_global: int, axis_name: AxisName):
     rl, rm, rp, cm = carry[:4]
     # The positive of local text i is the pair (image i, text i): the same logit as rp[i].
     sums = jax.lax.psum(jnp.stack([rl.sum(), (rp > rm).sum(), (rp > cm).sum()]), axis_name)
-    return sums[0] / n_global, {"acc_i2t": sums[1] / n_global, "acc_t2i": sums[2] / n_global}
+    return sums[0] / n_global, {"acc_x2y": sums[1] / n_global, "acc_y2x": sums[2] / n_global}
 
 
 def _prepare(s, bias):
@@ -133,8 +133,8 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 
 @LOSSES.register("sigmoid_ring")
 def sigmoid_ring_loss(
-    image: jax.Array,
-    text: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
     *,
@@ -147,7 +147,7 @@ def sigmoid_ring_loss(
     `tile_size`: local image rows per block of logits; `chunk_size`: text rows per
     travelling chunk. Neither need divide the local batch.
     """
-    n = image.shape[0]
+    n = x.shape[0]
     tile = block_size("tile_size", tile_size, n)
     chunk = block_size("chunk_size", chunk_size, n)
-    return _ring(image, text, scale, bias, axis_name, tile, chunk)
+    return _ring(x, y, scale, bias, axis_name, tile, chunk)

@@ -97,10 +97,10 @@ def _ring_fwd(x, y, s, axis_name, tile, chunk):
     out = (
         (sums[0] + sums[1]) / (2 * global_b),
         {
-            "loss_i2t": sums[0] / global_b,
-            "loss_t2i": sums[1] / global_b,
-            "acc_i2t": sums[2] / global_b,
-            "acc_t2i": sums[3] / global_b,
+            "loss_x2y": sums[0] / global_b,
+            "loss_y2x": sums[1] / global_b,
+            "acc_x2y": sums[2] / global_b,
+            "acc_y2x": sums[3] / global_b,
         },
     )
     return out, (x, y, s, i2t[2], t2i[2])
@@ -148,8 +148,8 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 
 @LOSSES.register("softmax_ring")
 def softmax_ring_loss(
-    image: jax.Array,
-    text: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
     *,
@@ -163,8 +163,8 @@ def softmax_ring_loss(
     travelling chunk. Neither need divide the local batch. `bias` does not change a
     softmax; its gradient is zero.
     """
-    b = image.shape[0]
+    b = x.shape[0]
     tile = block_size("tile_size", tile_size, b)
     chunk = block_size("chunk_size", chunk_size, b)
     del bias
-    return _ring(image, text, scale, axis_name, tile, chunk)
+    return _ring(x, y, scale, axis_name, tile, chunk)

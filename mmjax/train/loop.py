@@ -57,7 +57,7 @@ def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDt
 
 def compile_step(config, mesh, model, tx, schedule, abstract, shardings):
     """The jitted, AOT-compiled train step; refuses to run one that cannot fit."""
-    loss_fn = losses.sharded_loss(losses.get_loss(config.loss), mesh)
+    loss_fn = losses.sharded_loss(losses.get_loss(config.loss.name, config.loss), mesh)
     train_step = jax.jit(
         step.make_train_step(model, loss_fn, tx, schedule, config.accum_steps),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
