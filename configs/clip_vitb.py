@@ -19,17 +19,18 @@ def get_config(arg: str | None = None):
     c.total_steps = 12_800_000_000 // 32768
     c.log_every = 100
     c.ckpt_every = 2000
-    c.model.image.variant = "B/16"
+    c.model.towers.image = mmconfig.tower("vit", variant="B/16")
+    c.model.towers.text = mmconfig.tower("text")  # 12 layers, 512 wide, 8 heads, context 77
     c.model.dtype = "bfloat16"
-    c.loss.name = "softmax"
+    c.objectives.image_text = mmconfig.objective("softmax", ("image", "text"))
     c.optim.lr = 5e-4
     c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.98, 1e-6
     c.optim.weight_decay = 0.2
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_steps = 10_000
     c.data.source = "wds"  # img2dataset webdataset shards at config.data.path
-    c.data.tokenizer = "clip_bpe"  # ids equal open_clip's tokenize()
-    c.data.image_size = 224
+    c.data.modalities.text.tokenizer = "clip_bpe"  # ids equal open_clip's tokenize()
+    c.data.modalities.image.size = 224
     c.evals.zeroshot.every = 5000
 
     if arg.runlocal:  # the same model, shrunk in batch, resolution and steps for a CPU
@@ -41,7 +42,7 @@ def get_config(arg: str | None = None):
         c.evals.zeroshot.batch_size = 16
         c.model.dtype = "float32"
         c.schedule.warmup_steps = 2
-        c.data.image_size = 64
+        c.data.modalities.image.size = 64
         c.data.num_threads = 2
         c.data.synthetic.num_eval = 64
     return mmconfig.lock(c)

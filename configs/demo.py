@@ -18,18 +18,14 @@ def get_config(arg: str | None = None):
     c.ckpt_every = 250
     c.keep_ckpts = 2
     c.model.embed_dim = 64
-    c.model.image.variant = "mu/8"
-    c.model.image.pool = "gap"
-    c.model.text.width = 64
-    c.model.text.depth = 2
-    c.model.text.num_heads = 2
-    c.model.text.mlp_dim = 256
-    c.model.text.vocab_size = 1024
-    c.model.text.context_length = 16
+    c.model.towers.image = mmconfig.tower("vit", variant="mu/8", pool="gap")
+    c.model.towers.text = mmconfig.tower(
+        "text", width=64, depth=2, num_heads=2, mlp_dim=256, vocab_size=1024, context_length=16
+    )
     c.optim.lr = 2e-3
     c.optim.weight_decay = 0.05
     c.schedule.warmup_steps = 100
-    c.data.image_size = 32
+    c.data.modalities.image.size = 32
     c.data.num_threads = 2
     c.data.synthetic.num_eval = 1000
     c.evals.zeroshot.every = 200

@@ -122,10 +122,47 @@ def check(config: ml_collections.ConfigDict, num_devices: int, num_processes: in
         raise ConfigError("Invalid config:\n  " + "\n  ".join(map(str, problems)))
 
 
+def _entry(
+    kind: str, defaults: dict[str, Any], fields: dict[str, Any]
+) -> ml_collections.ConfigDict:
+    """A config entry from its type's defaults; unknown fields fail, naming the known ones."""
+    unknown = sorted(set(fields) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults))
+        raise ValueError(f"Unknown field(s) {unknown} for {kind}; known: {known}.")
+    c = ml_collections.ConfigDict(defaults)
+    for k, v in fields.items():
+        c[k] = v
+    return c
+
+
+def tower(type: str, **fields: Any) -> ml_collections.ConfigDict:
+    """A `config.model.towers` entry: every field of tower `type` (models/), `fields` set."""
+    from mmjax import models
+
+    return _entry(f"tower type {type!r}", models.tower_defaults(type), fields)
+
+
+def modality(type: str, **fields: Any) -> ml_collections.ConfigDict:
+    """A `config.data.modalities` entry: every field of modality `type` (data/modalities.py)."""
+    from mmjax.data import modalities
+
+    return _entry(f"modality type {type!r}", modalities.modality_defaults(type), fields)
+
+
+def objective(loss: str, modalities: tuple[str, str], **fields: Any) -> ml_collections.ConfigDict:
+    """A `config.objectives` term: `loss` between two modalities, with its options."""
+    from mmjax.losses import objectives
+
+    return objectives.term_config(loss, modalities, **fields)
+
+
 def base() -> ml_collections.ConfigDict:
     """Every field the code reads, with its default. Recipes in configs/ override these.
 
-    The returned config is locked by the recipes (`lock`), so a misspelt override fails.
+    The default model is CLIP's: an image tower and a text tower, one softmax term.
+    Recipes add towers (`tower`), data modalities (`modality`) and terms (`objective`),
+    and lock the config (`lock`), so a misspelt override fails.
     """
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -141,38 +178,19 @@ def base() -> ml_collections.ConfigDict:
     c.preemption_check_every = 10  # multi-process runs agree on SIGTERM every N steps
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "two_tower"
-    c.model.embed_dim = 512
+    c.model.embed_dim = 512  # the joint space every tower projects into
     c.model.act = "gelu"
     c.model.dtype = "float32"  # activations; parameters are always float32
-    c.model.remat = False
+    c.model.remat = "none"  # none | full | dots | names:a,b (models/layers.py); per tower too
     c.model.proj_bias = False
-    c.model.temperature_init = 2.6592600369327779  # log(1 / 0.07)
-    c.model.max_scale = 100.0
-    c.model.bias_init = ml_collections.FieldReference(None, field_type=float)
-    c.model.image = ml_collections.ConfigDict()
-    c.model.image.variant = "B/16"
-    c.model.image.width = 0  # 0: from the variant
-    c.model.image.depth = 0
-    c.model.image.mlp_dim = 0
-    c.model.image.num_heads = 0
-    c.model.image.pool = "cls"
-    c.model.image.pre_norm = False
-    c.model.image.patch_bias = True  # open_clip/OpenAI ViTs have none (False on import)
-    c.model.text = ml_collections.ConfigDict()
-    c.model.text.width = 512
-    c.model.text.depth = 12
-    c.model.text.mlp_dim = 2048
-    c.model.text.num_heads = 8
-    c.model.text.vocab_size = 49408
-    c.model.text.context_length = 77
-    c.model.text.causal = True
-    c.model.text.pool = "eot"
+    # Modality name -> tower config (`type` picks the code: vit, text, ...; models/).
+    c.model.towers = ml_collections.ConfigDict()
+    c.model.towers.image = tower("vit")
+    c.model.towers.text = tower("text")
 
-    c.loss = ml_collections.ConfigDict()
-    c.loss.name = "softmax"  # softmax | sigmoid | softmax_ring | sigmoid_ring (docs/losses.md)
-    c.loss.tile_size = 1024  # ring losses: local rows scored at a time
-    c.loss.chunk_size = 1024  # ring losses: rows of the travelling block per ppermute
+    # Term name -> a weighted loss between two modalities (losses/objectives.py).
+    c.objectives = ml_collections.ConfigDict()
+    c.objectives.image_text = objective("softmax", ("image", "text"))
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 5e-4
@@ -221,17 +239,12 @@ def base() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.source = "synthetic"  # synthetic | wds | arrayrecord | tfds (docs/data.md)
     c.data.path = ""  # files, folder, glob, {00000..00999}.tar, gs://...; tfds: dataset name
-    c.data.image_size = 224
-    c.data.tokenizer = "simple"  # simple | clip_bpe | sentencepiece | bytes
-    c.data.tokenizer_model = ""  # sentencepiece: the .model file
+    # Modality name -> what the batch holds for it and how a record's field becomes it.
+    c.data.modalities = ml_collections.ConfigDict()
+    c.data.modalities.image = modality("image")
+    c.data.modalities.text = modality("text")
     c.data.num_threads = 8
     c.data.prefetch = 4
-    c.data.image_key = "jpg;jpeg;png;webp"  # record fields to try, first present wins
-    c.data.text_key = "txt"  # tfds: feature names, e.g. "image" and "captions/text"
-    c.data.decoder = "auto"  # auto | pil | simplejpeg
-    c.data.resizer = "auto"  # auto | pil | cv2
-    c.data.crop_scale = (0.9, 1.0)  # random resized crop: area fraction (CLIP's)
-    c.data.crop_ratio = (3 / 4, 4 / 3)  # and aspect range
     c.data.shuffle_buffer = 10_000  # streaming: examples shuffled together (a window)
     c.data.cycle_length = 8  # streaming: shards each process reads at once
     c.data.tfds_split = "train"

@@ -100,14 +100,10 @@ class Progress:
 
     def line(self, step: int, m: Mapping[str, float]) -> str:
         parts = [f"step {step}/{self.total_steps}"]
-        for key, fmt in (
-            ("loss", "loss {:.4f}"),
-            ("acc_x2y", "acc {:.3f}"),
-            ("acc_y2x", "/ {:.3f}"),
-            ("lr", "lr {:.2e}"),
-            ("scale", "scale {:.2f}"),
-            ("grad_norm", "gnorm {:.3f}"),
-        ):
+        if "loss" in m:
+            parts.append(f"loss {m['loss']:.4f}")
+        parts += [_term_part(term, m) for term in _terms(m)]
+        for key, fmt in (("lr", "lr {:.2e}"), ("grad_norm", "gnorm {:.3f}")):
             if key in m:
                 parts.append(fmt.format(m[key]))
         if m.get("skipped"):
@@ -120,3 +116,19 @@ class Progress:
         parts.append(f"{m['samples_per_s_per_device']:.0f}/s/device")
         parts.append(f"ETA {_fmt_duration(m['eta_s'])}")
         return " | ".join(parts)
+
+
+def _terms(m: Mapping[str, float]) -> list[str]:
+    """Objective terms present in the metrics: "<term>/loss" keys."""
+    return [k[: -len("/loss")] for k in m if k.endswith("/loss") and "/" not in k[: -len("/loss")]]
+
+
+def _term_part(term: str, m: Mapping[str, float]) -> str:
+    """ "image_text 1.2345 acc 0.51/0.49 scale 14.3": a term's loss, accuracies, scale."""
+    part = f"{term} {m[f'{term}/loss']:.4f}"
+    accs = [v for k, v in m.items() if k.startswith(f"{term}/acc_") and "@" not in k]
+    if accs:
+        part += " acc " + "/".join(f"{a:.3f}" for a in accs)
+    if f"{term}/scale" in m:
+        part += f" scale {m[f'{term}/scale']:.2f}"
+    return part

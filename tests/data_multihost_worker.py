@@ -31,7 +31,11 @@ def main(process_id: int, num_processes: int, port: int, shards: str, out: str) 
 
     config = wds_config(
         shards,
-        **{"data.crop_scale": (1.0, 1.0), "data.crop_ratio": (1.0, 1.0), "data.decoder": "pil"},
+        **{
+            "data.modalities.image.crop_scale": (1.0, 1.0),
+            "data.modalities.image.crop_ratio": (1.0, 1.0),
+            "data.modalities.image.decoder": "pil",
+        },
     )
     mesh = mesh_lib.make_mesh(config.mesh)
     it = iterator(config, jax.process_index(), jax.process_count())

@@ -6,7 +6,7 @@ import tarfile
 
 import numpy as np
 
-from mmjax.data import pipeline, tokenizers
+from mmjax.data import pipeline
 from tests.helpers import tiny_config
 from tools.make_synthetic_shards import write_shards
 
@@ -33,8 +33,7 @@ def wds_config(path: str, **overrides):
 
 
 def iterator(config, process_index: int = 0, process_count: int = 1):
-    tok = tokenizers.build_tokenizer(config.data.tokenizer, config.model.text)
-    return pipeline.train_iterator(config, tok, process_index, process_count)
+    return pipeline.train_iterator(config, process_index, process_count)
 
 
 def json_roundtrip(state: dict) -> dict:

@@ -16,20 +16,15 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     c.evals.zeroshot.batch_size = 16
     c.evals.zeroshot.every = 0
     c.model.embed_dim = 16
-    c.model.image.variant = "mu/8"
-    c.model.image.width = 32
-    c.model.image.depth = 1
-    c.model.image.num_heads = 2
-    c.model.image.mlp_dim = 64
-    c.model.text.width = 32
-    c.model.text.depth = 1
-    c.model.text.num_heads = 2
-    c.model.text.mlp_dim = 64
-    c.model.text.vocab_size = 128
-    c.model.text.context_length = 12
+    c.model.towers.image = config_lib.tower(
+        "vit", variant="mu/8", width=32, depth=1, num_heads=2, mlp_dim=64
+    )
+    c.model.towers.text = config_lib.tower(
+        "text", width=32, depth=1, num_heads=2, mlp_dim=64, vocab_size=128, context_length=12
+    )
     c.schedule.warmup_steps = 2
     c.optim.lr = 1e-3
-    c.data.image_size = 16
+    c.data.modalities.image.size = 16
     c.data.num_threads = 1
     c.data.prefetch = 1
     c.data.synthetic.num_eval = 40
@@ -82,3 +77,76 @@ def run_cli(args: list[str], cwd, devices: int = 1, expect: int = 0):
     )
     assert result.returncode == expect, result.stderr[-4000:]
     return result
+
+
+def host_batch(config, index: int = 0) -> dict:
+    """Batch `index` of the config's training data on one process, as numpy."""
+    from mmjax.data import modalities, pipeline, sources
+    from mmjax.data.examples import Prepare
+
+    source = sources.build_source(config.data, "train", config.seed)
+    prepare = Prepare(modalities.build_readers(config, train=True))
+    ds = pipeline.train_dataset(source, prepare, config.batch_size, config.seed, 0, 1)
+    return dict(ds[index])
+
+
+def init_params(config):
+    """The model's parameters initialised on one device from the seed, as numpy."""
+    import jax
+
+    from mmjax import state
+    from mmjax.data.modalities import example_specs
+
+    model = state.build(config, _one_device_mesh(config)).model
+    inputs = state.dummy_inputs(example_specs(config))
+    params = jax.jit(model.init)(jax.random.key(config.seed), inputs)["params"]
+    return jax.device_get(state.strip_boxes(params))
+
+
+def _one_device_mesh(config):
+    import jax
+
+    from mmjax.parallel import mesh as mesh_lib
+
+    return mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
+
+
+def step_grads(config, mesh, params, batch, accum_steps: int | None = None, step: int = 0):
+    """((loss, metrics), grads) of the train step's loss on `mesh`, as numpy."""
+    import jax
+
+    from mmjax import losses, state
+    from mmjax.parallel import sharding
+    from mmjax.train import step as step_lib
+
+    with jax.set_mesh(mesh):
+        model = state.build(config, mesh).model
+        objective = losses.Objective(config.objectives, mesh)
+        k = config.accum_steps if accum_steps is None else accum_steps
+        fn = jax.jit(step_lib.make_grad_fn(model, objective, k))
+        keys = step_lib.example_keys(config.seed, step, config.batch_size)
+        return jax.device_get(fn(params, sharding.global_batch(batch, mesh), keys))
+
+
+def assert_trees_close(actual, expected, rtol: float = 1e-5) -> None:
+    """Every leaf equal to rtol of its own largest entry (per-element rtol means nothing for
+    entries near zero)."""
+    import jax
+
+    flat = dict(jax.tree_util.tree_leaves_with_path(actual))
+    for path, want in jax.tree_util.tree_leaves_with_path(expected):
+        scale = np.abs(want).max() + 1e-12
+        np.testing.assert_allclose(
+            flat[path] / scale,
+            want / scale,
+            rtol=rtol,
+            atol=rtol,
+            err_msg=jax.tree_util.keystr(path),
+        )
+
+
+def param_shapes(config) -> dict:
+    """The model's parameter tree as ShapeDtypeStructs (nothing allocated)."""
+    from mmjax import state
+
+    return state.build(config, _one_device_mesh(config)).abstract.params

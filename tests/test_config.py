@@ -24,7 +24,7 @@ def test_clip_vitb_recipe_is_the_papers():
     assert (c.optim.b1, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (0.9, 0.98, 1e-6, 0.2)
     assert c.schedule.warmup_steps == 10_000 and c.schedule.name == "warmup_cosine"
     local = load("configs/clip_vitb.py", "runlocal")
-    assert local.model.image.variant == "B/16" and local.batch_size < 100
+    assert local.model.towers.image.variant == "B/16" and local.batch_size < 100
 
 
 def test_recipes_are_locked_against_typos():
@@ -62,10 +62,11 @@ def test_mesh_shape_fills_the_minus_one_axis():
 
 def test_siglip_recipe_derives_from_clip():
     c = load("configs/siglip_vitb.py")
-    assert c.loss.name == "sigmoid" and c.model.bias_init == -10.0
-    assert abs(c.model.temperature_init - 2.302585) < 1e-6
+    term = c.objectives.image_text
+    assert term.loss == "sigmoid" and term.bias_init == -10.0
+    assert abs(term.temperature_init - 2.302585) < 1e-6
     assert c.batch_size == 32768 and c.schedule.warmup_steps == 5000
     local = load("configs/siglip_vitb.py", "runlocal")
-    assert local.batch_size == 16 and local.loss.name == "sigmoid"
+    assert local.batch_size == 16 and local.objectives.image_text.loss == "sigmoid"
     with pytest.raises(AttributeError):  # still locked against typos
         local.optim.learning_rate = 1.0

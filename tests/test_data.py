@@ -6,9 +6,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mmjax.data import pipeline, synthetic, tokenizers
+from mmjax.data import modalities, pipeline, synthetic, tokenizers
+from mmjax.data.examples import Prepare
 from mmjax.data.synthetic import COLOURS, SHAPES, SyntheticSource
 from mmjax.evals import templates
+from tests.helpers import tiny_config
 
 TEXT = ml_collections.ConfigDict(dict(vocab_size=1000, context_length=10))
 
@@ -74,14 +76,23 @@ def test_simple_tokenizer_layout():
 
 
 def _examples(batch: dict) -> set[tuple]:
-    return {(img.tobytes(), tok.tobytes()) for img, tok in zip(batch["image"], batch["tokens"])}
+    return {(img.tobytes(), tok.tobytes()) for img, tok in zip(batch["image"], batch["text"])}
+
+
+def _prepare(size: int) -> Prepare:
+    """Images as they come (the synthetic source draws them at `size`), simple tokens."""
+    config = tiny_config(**{"data.modalities.image.size": size})
+    with config.unlocked():
+        config.model.towers.text.vocab_size = TEXT.vocab_size
+        config.model.towers.text.context_length = TEXT.context_length
+    return Prepare(modalities.build_readers(config))
 
 
 def test_process_batches_union_is_the_global_batch():
     src = SyntheticSource("train", 1000, 8, 0)
-    tok = tokenizers.build_tokenizer("simple", TEXT)
-    single = pipeline.train_dataset(src, tok, 16, 3, 0, 1)
-    parts = [pipeline.train_dataset(src, tok, 16, 3, p, 4) for p in range(4)]
+    prep = _prepare(8)
+    single = pipeline.train_dataset(src, prep, 16, 3, 0, 1)
+    parts = [pipeline.train_dataset(src, prep, 16, 3, p, 4) for p in range(4)]
     for k in (0, 5):
         union = set().union(*(_examples(part[k]) for part in parts))
         assert len(union) == 16
@@ -92,19 +103,19 @@ def test_process_batches_union_is_the_global_batch():
 
 def test_iterator_state_resumes_exactly():
     src = SyntheticSource("train", 50, 8, 0)  # small: the run crosses epochs
-    tok = tokenizers.build_tokenizer("simple", TEXT)
+    prep = _prepare(8)
     options = ml_collections.ConfigDict(dict(num_threads=2, prefetch=2))
-    it = pipeline.as_iterator(pipeline.train_dataset(src, tok, 8, 0, 0, 1), options)
+    it = pipeline.as_iterator(pipeline.train_dataset(src, prep, 8, 0, 0, 1), options)
     for _ in range(5):
         next(it)
     saved = it.get_state()
     expected = [next(it) for _ in range(4)]
-    fresh = pipeline.as_iterator(pipeline.train_dataset(src, tok, 8, 0, 0, 1), options)
+    fresh = pipeline.as_iterator(pipeline.train_dataset(src, prep, 8, 0, 0, 1), options)
     fresh.set_state(saved)
     for want in expected:
         got = next(fresh)
         np.testing.assert_array_equal(got["image"], want["image"])
-        np.testing.assert_array_equal(got["tokens"], want["tokens"])
+        np.testing.assert_array_equal(got["text"], want["text"])
 
 
 class _Indexed:

@@ -57,11 +57,11 @@ def test_conversion_keeps_good_samples_and_reports_skips(converted):
     assert summary["written"] == len(good) == 60 - 12
     source = build_source(ar_config(out).data, "train", 0)
     assert len(source) == len(good)
-    assert sorted(source[i]["key"] for i in range(len(source))) == sorted(good)
+    assert sorted(source[i]["__key__"] for i in range(len(source))) == sorted(good)
     # The record holds the tar's files unchanged.
     with tarfile.open(shards / "00000.tar") as t:
-        caption = t.extractfile(f"{source[0]['key']}.txt").read()
-    assert source[0]["text"] == caption
+        caption = t.extractfile(f"{source[0]['__key__']}.txt").read()
+    assert source[0]["txt"] == caption
 
 
 def test_records_round_trip_and_damage_is_detected():
@@ -80,7 +80,7 @@ def test_global_shuffle_and_exact_resume(converted):
     for _ in range(8):  # 48 records, 3 batches an epoch: crosses epochs
         states.append(json_roundtrip(it.get_state()))
         batches.append(next(it))
-    first_epoch = np.concatenate([b["tokens"] for b in batches[:3]])
+    first_epoch = np.concatenate([b["text"] for b in batches[:3]])
     assert len({t.tobytes() for t in first_epoch}) > 40  # a permutation, not repeats
     assert not np.array_equal(batches[0]["image"], batches[3]["image"])  # reshuffled
     for k in (1, 5):

@@ -61,23 +61,24 @@ def _config(data_dir, **overrides):
             "data.source": "tfds",
             "data.path": "mmjax_tiny",
             "data.tfds_data_dir": str(data_dir),
-            "data.image_key": "picture",
-            "data.text_key": "meta/caption",
-            "data.tokenizer": "bytes",
-            "model.text.vocab_size": 259,
-            "model.text.context_length": 24,
+            "data.modalities.image.key": "picture",
+            "data.modalities.text.key": "meta/caption",
+            "data.modalities.text.tokenizer": "bytes",
+            "model.towers.text.vocab_size": 259,
+            "model.towers.text.context_length": 24,
             **overrides,
         }
     )
 
 
 def test_tfds_examples_come_through_with_named_fields(data_dir):
-    config = _config(data_dir, **{"data.crop_scale": (1.0, 1.0), "data.crop_ratio": (1.0, 1.0)})
+    crop = {"data.modalities.image.crop_scale": (1.0, 1.0)}
+    config = _config(data_dir, **crop, **{"data.modalities.image.crop_ratio": (1.0, 1.0)})
     it = iterator(config)
     batch = next(it)
     assert batch["image"].shape == (16, 16, 16, 3) and batch["image"].dtype == np.uint8
     # Bytes tokenizer: the ids spell the caption; its number names the picture's grey level.
-    for image, tokens in zip(batch["image"], batch["tokens"]):
+    for image, tokens in zip(batch["image"], batch["text"]):
         caption = bytes(int(t) - 1 for t in tokens[1:] if 0 < t < 257).decode()
         i = int(caption.rsplit(" ", 1)[1])
         assert caption == _caption(i) and abs(float(image.mean()) - 5 * i) < 4

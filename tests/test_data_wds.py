@@ -22,7 +22,11 @@ from tests.data_shards import (
 
 # Crops that keep the whole 16 px picture, decoded by Pillow: each output image is the
 # shard's JPEG decoded, so the test can tell which sample (and shard) it came from.
-IDENTITY = {"data.crop_scale": (1.0, 1.0), "data.crop_ratio": (1.0, 1.0), "data.decoder": "pil"}
+IDENTITY = {
+    "data.modalities.image.crop_scale": (1.0, 1.0),
+    "data.modalities.image.crop_ratio": (1.0, 1.0),
+    "data.modalities.image.decoder": "pil",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_processes_read_disjoint_shards_covering_all(clean, processes):
     for p in range(processes):
         mine = [source.shards[i] for i in wds.process_shards(4, 0, 0, 0, p, processes)]
         it = iter(source.stream(seed=0, process_index=p, process_count=processes))
-        got = [next(it)["key"] for _ in range(20 * len(mine))]
+        got = [next(it)["__key__"] for _ in range(20 * len(mine))]
         assert {k.split(":")[0] for k in got} == set(mine)  # only its own shards
         seen += got
     assert len(seen) == len(set(seen)) == 80  # disjoint, and the epoch is complete
@@ -194,4 +198,4 @@ def test_a_process_left_without_shards_by_a_seek_goes_on_to_the_next_epoch(clean
     assert wds.process_shards(4, 0, 0, 3, 1, 2) == []  # epoch 0 after 3 shards: none for p=1
     sample = next(iter(source.stream(seed=0, process_index=1, process_count=2, start=(0, 3))))
     epoch1 = {source.shards[i] for i in wds.process_shards(4, 0, 1, 0, 1, 2)}
-    assert sample["key"].split(":")[0] in epoch1
+    assert sample["__key__"].split(":")[0] in epoch1

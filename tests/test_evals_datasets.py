@@ -8,12 +8,11 @@ import pytest
 from PIL import Image
 
 from mmjax import evals
-from mmjax.data import tokenizers
+from mmjax import state as state_lib
 from mmjax.evals import classnames, templates
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset
 from mmjax.parallel import sharding
 from mmjax.parallel.mesh import make_mesh
-from mmjax.train import loop
 from tests.helpers import tiny_config
 from tests.test_evals_devices import random_params
 
@@ -68,10 +67,10 @@ def test_zero_shot_runs_on_an_image_folder(folder):
         )
     mesh = make_mesh(config.mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
-        model, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+        built = state_lib.build(config, mesh)
+        model, abstract = built.model, built.abstract
         params = random_params(abstract.params, mesh)
-        tok = tokenizers.build_tokenizer("simple", config.model.text)
-        [zs] = evals.build_evaluators(evals.EvalContext(model, tok, mesh, config))
+        [zs] = evals.build_evaluators(evals.EvalContext(model, mesh, config))
         results = zs.evaluator.run(params)
     assert results["top1"] in (0, 0.25, 0.5, 0.75, 1)  # four images, each counted once
     assert results["top5"] == 1.0  # two classes: the top five hold both
@@ -109,7 +108,7 @@ def test_unknown_entry_field_fails_with_the_known_ones():
     config = tiny_config()
     with config.unlocked():
         config.evals.knn = dict(type="knn", temprature=0.1)
-    context = evals.EvalContext(None, None, make_mesh(config.mesh), config)
+    context = evals.EvalContext(None, make_mesh(config.mesh), config)
     with pytest.raises(ValueError, match=r"temprature.*temperature"):
         evals.build_evaluators(context)
 
@@ -118,6 +117,6 @@ def test_labelled_only_dataset_refused_for_retrieval(folder):
     config = tiny_config()
     with config.unlocked():
         config.evals.retrieval = dict(type="retrieval", dataset="imagefolder", path=str(folder))
-    context = evals.EvalContext(None, None, make_mesh(config.mesh), config)
+    context = evals.EvalContext(None, make_mesh(config.mesh), config)
     with pytest.raises(ValueError, match="no captions"):
         evals.build_evaluators(context)

@@ -22,10 +22,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mmjax import evals
-from mmjax.data import tokenizers
+from mmjax import state as state_lib
 from mmjax.parallel import sharding
 from mmjax.parallel.mesh import make_mesh
-from mmjax.train import loop
 from tests.helpers import tiny_config
 
 EVALUATORS = ("zeroshot", "retrieval", "knn", "linear_probe")
@@ -60,11 +59,11 @@ def random_params(abstract_params, mesh, seed: int = 0):
 def run_all(config: ml_collections.ConfigDict, num_devices: int) -> dict[str, float]:
     mesh = make_mesh(config.mesh, jax.devices()[:num_devices])
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
-        model, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+        built = state_lib.build(config, mesh)
+        model, abstract = built.model, built.abstract
         params = random_params(abstract.params, mesh)
-        tokenizer = tokenizers.build_tokenizer("simple", config.model.text)
         results = {}
-        for e in evals.build_evaluators(evals.EvalContext(model, tokenizer, mesh, config)):
+        for e in evals.build_evaluators(evals.EvalContext(model, mesh, config)):
             results.update(evals.prefixed(e.name, e.evaluator.run(params)))
     return results
 
@@ -77,7 +76,7 @@ def on_eight() -> dict[str, float]:
 def test_same_examples_per_device_give_identical_numbers(on_eight):
     on_one = run_all(config_with_all(8), 1)
     assert on_one == on_eight
-    assert len(on_eight) == 2 + 6 + 2 + 2
+    assert len(on_eight) == 3 + 6 + 2 + 2
 
 
 @pytest.mark.slow

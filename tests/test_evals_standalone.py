@@ -27,7 +27,7 @@ def test_standalone_eval_of_a_checkpoint_prints_all_four(tmp_path, capsys):
     assert "Evaluation at step 2" in printed
     for name in FOUR:
         assert any(line.startswith(name + " ") for line in printed.splitlines()), name
-    assert len(results) == 2 + 6 + 2 + 2
+    assert len(results) == 3 + 6 + 2 + 2
     # The same parameters and evaluators in the loop and standalone: the same numbers.
     for key, value in in_loop.items():
         if key.split("/")[0] in FOUR:

@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 
 from mmjax import config as config_lib
-from mmjax import models
+from mmjax import models, state
 from mmjax.models.vit import decode_variant
-from mmjax.train import state
-from tests.helpers import tiny_config
-
-
-def param_count(model_config, image_size=224) -> int:
-    model = models.build_model(model_config)
-    inputs = state.dummy_inputs(image_size, model_config.text.context_length)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs)["params"])
-    return state.count_params(state.strip_boxes(shapes))
+from tests.helpers import init_params, param_shapes, tiny_config
 
 
 def test_clip_b16_matches_open_clip_parameter_count():
     # open_clip ViT-B-16: 149,620,737 parameters (86,192,640 visual + 63,428,096 text + 1).
-    count = param_count(config_lib.base().model)
+    count = state.count_params(param_shapes(config_lib.base()))
     assert abs(count - 149_620_737) / 149_620_737 < 0.005, count
 
 
@@ -34,15 +26,11 @@ def test_clip_b16_matches_open_clip_parameter_count():
     [("B/16", 85_798_656), ("S/16", 21_665_664), ("L/14", 303_178_752)],
 )
 def test_vit_tower_counts(variant, expected):
-    c = config_lib.base().model
-    c.image.variant = variant
-    c.image.pool = "cls"
-    model = models.build_model(c)
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), *state.dummy_inputs(224, 77))["params"]
-    )
-    vit = state.count_params(state.strip_boxes(shapes)["image"])
-    assert vit == expected
+    c = config_lib.base()
+    c.model.towers.image.variant = variant
+    image = param_shapes(c)["image"]
+    proj = state.count_params(image["proj"])  # the joint-space projection is not timm's
+    assert state.count_params(image) - proj == expected
 
 
 def test_decode_variant_rejects_unknown():
@@ -53,27 +41,25 @@ def test_decode_variant_rejects_unknown():
 
 @pytest.mark.parametrize("pool", ["cls", "gap", "map"])
 def test_image_pools_give_unit_embeddings(pool):
-    c = tiny_config(**{"model.image.pool": pool}).model
-    model = models.build_model(c)
-    images, tokens = state.dummy_inputs(16, 12, batch=3)
-    images = jax.random.normal(jax.random.key(1), images.shape)
-    params = jax.jit(model.init)(jax.random.key(0), images, tokens)
-    emb = jax.jit(lambda p, x: model.apply(p, x, method="encode_image"))(params, images)
+    c = tiny_config(**{"model.towers.image.pool": pool})
+    model = models.build_model(c.model, c.objectives)
+    images = jax.random.randint(jax.random.key(1), (3, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    params = jax.jit(model.init)(jax.random.key(0), {"image": images})
+    emb = jax.jit(lambda p, x: model.apply(p, "image", x, method="embed"))(params, images)
     assert emb.shape == (3, 16)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, rtol=1e-5)
 
 
 @functools.cache
 def _tiny_params():
-    model = models.build_model(tiny_config().model)
-    return jax.jit(model.init)(jax.random.key(0), *state.dummy_inputs(16, 12))
+    return {"params": init_params(tiny_config())}
 
 
 def _text_features(causal: bool, pool: str, tokens: np.ndarray) -> np.ndarray:
     """Masking and pooling add no parameters: one set serves every variant."""
-    c = tiny_config(**{"model.text.causal": causal, "model.text.pool": pool}).model
-    model = models.build_model(c)
-    return np.asarray(model.apply(_tiny_params(), jnp.asarray(tokens), method="encode_text"))
+    c = tiny_config(**{"model.towers.text.causal": causal, "model.towers.text.pool": pool})
+    model = models.build_model(c.model, c.objectives)
+    return np.asarray(model.apply(_tiny_params(), "text", jnp.asarray(tokens), method="embed"))
 
 
 def test_causal_eot_pooling_ignores_tokens_after_eot():

@@ -5,19 +5,18 @@ import math
 import jax
 import numpy as np
 
-from mmjax import models
-from mmjax.train import optim, state
-from tests.helpers import tiny_config
+from mmjax import optim
+from tests.helpers import param_shapes, tiny_config
 
 
 def test_weight_decay_only_on_weight_matrices():
-    config = tiny_config(**{"model.bias_init": -10.0, "model.image.pool": "map"})
-    model = models.build_model(config.model)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *state.dummy_inputs(16, 12)))
-    mask = optim.decay_mask(state.strip_boxes(shapes["params"]))
+    config = tiny_config(
+        **{"objectives.image_text.bias_init": -10.0, "model.towers.image.pool": "map"}
+    )
+    mask = optim.decay_mask(param_shapes(config))
     flat = {jax.tree_util.keystr(p): m for p, m in jax.tree_util.tree_leaves_with_path(mask)}
     decayed = {k for k, m in flat.items() if m}
-    assert "['image_proj']['kernel']" in decayed
+    assert "['image']['proj']['kernel']" in decayed
     assert any("['mlp']['fc1']['kernel']" in k for k in decayed)
     assert any("['attn']['qkv']['kernel']" in k for k in decayed)
     for name in ("['t']", "['b']", "pos_embed", "token_embed", "probe", "bias", "scale"):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mmjax import losses, workdir
+from mmjax import state as state_lib
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.losses.registry import LOSSES
 from mmjax.train import guard, loop
@@ -22,7 +23,7 @@ from tests.helpers import REPO, cli_env, run_cli, tiny_config
 def saved(workdir_path, config, step=None):
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
     ckpt = Checkpointer(f"{workdir_path}/checkpoints", 1, 1)
-    _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    abstract = state_lib.build(config, mesh).abstract
     state, _ = ckpt.restore(step or ckpt.latest_step(), abstract, None)
     ckpt.close()
     return jax.device_get(state)
@@ -30,8 +31,8 @@ def saved(workdir_path, config, step=None):
 
 # A loss that is always NaN, to exercise the guard inside the real loop.
 @LOSSES.register("test_always_nan")
-def _always_nan(image, text, scale, bias, *, axis_name):
-    loss, metrics = losses.LOSSES.get("softmax")(image, text, scale, bias, axis_name=axis_name)
+def _always_nan(x, y, scale, bias, *, axis_name):
+    loss, metrics = losses.LOSSES.get("softmax")(x, y, scale, bias, axis_name=axis_name)
     return loss * jnp.nan, metrics
 
 
@@ -40,7 +41,7 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
     loop.train(good, str(tmp_path))
     before = saved(tmp_path, good, 2)
     bad = tiny_config(total_steps=8, ckpt_every=2, max_nonfinite_in_a_row=3)
-    bad.loss.name = "test_always_nan"
+    bad.objectives.image_text.loss = "test_always_nan"
     with pytest.raises(guard.NonFiniteError, match=r"Steps 3\.\.5 \(3 in a row\).*checkpoints/4"):
         loop.train(bad, str(tmp_path), overwrite=True)
     # The checkpoint written during the skipped steps holds the step-2 parameters.

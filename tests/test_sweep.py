@@ -17,11 +17,12 @@ from mmjax.sweeps import collect, config_io, flops, grid
 from tools import sweep
 
 REPO = Path(__file__).resolve().parents[1]
-SIGMOID = {"loss.name": "sigmoid", "model.bias_init": -10.0}
+LOSS, BIAS = "objectives.image_text.loss", "objectives.image_text.bias_init"
+SIGMOID = {LOSS: "sigmoid", BIAS: -10.0}
 SPEC = dict(
     config="configs/demo.py",
     grid={
-        "loss": {"softmax": {"loss.name": "softmax"}, "sigmoid": SIGMOID},
+        "loss": {"softmax": {LOSS: "softmax"}, "sigmoid": SIGMOID},
         "batch_size": [32, 128, 512],
         "samples_seen": [1024, 4096],
     },
@@ -38,13 +39,13 @@ def test_expand_is_the_product_with_derived_steps():
     assert first.overrides == {
         "optim.lr_scaling": "sqrt",
         "optim.lr_base_batch": 128,
-        "loss.name": "softmax",
+        LOSS: "softmax",
         "batch_size": 32,
         "total_steps": 32,
         "schedule.warmup_steps": 8,
     }
     assert last.labels == {"loss": "sigmoid", "batch_size": 512, "samples_seen": 4096}
-    assert last.overrides["model.bias_init"] == -10.0
+    assert last.overrides[BIAS] == -10.0
     assert last.overrides["total_steps"] == 8 and last.overrides["schedule.warmup_steps"] == 2
     assert len({r.name for r in runs}) == len(runs)
 
@@ -57,19 +58,20 @@ def test_samples_seen_uses_the_base_batch_and_refuses_remainders():
 
 
 def test_names_are_path_safe():
-    assert grid.run_name({"model.image.variant": "mu/8", "optim.lr": 1e-3}) == (
-        "model.image.variant=mu_8+optim.lr=0.001"
+    assert grid.run_name({"model.towers.image.variant": "mu/8", "optim.lr": 1e-3}) == (
+        "model.towers.image.variant=mu_8+optim.lr=0.001"
     )
 
 
 def test_overrides_reach_the_config_and_the_command_line():
-    overrides = {"loss.name": "sigmoid", "model.bias_init": -10.0, "batch_size": 64}
+    overrides = {LOSS: "sigmoid", BIAS: -10.0, "batch_size": 64}
     config = config_io.load_config("configs/demo.py:steps=7", overrides)
-    assert (config.loss.name, config.model.bias_init, config.batch_size) == ("sigmoid", -10.0, 64)
+    term = config.objectives.image_text
+    assert (term.loss, term.bias_init, config.batch_size) == ("sigmoid", -10.0, 64)
     assert config.total_steps == 7
     assert config_io.override_flags(overrides) == [
-        "--config.loss.name=sigmoid",
-        "--config.model.bias_init=-10.0",
+        f"--config.{LOSS}=sigmoid",
+        f"--config.{BIAS}=-10.0",
         "--config.batch_size=64",
     ]
 
@@ -121,7 +123,7 @@ def test_row_has_the_final_metrics_and_the_run_settings(tmp_path):
     assert r["compute_flops"] == pytest.approx(
         3 * (r["gflops_per_sample"] * 1e9 + 2 * 512 * 64) * 4096
     )
-    assert r["wall_s"] == 12.5 and r["model"].startswith("mu/8@32px")
+    assert r["wall_s"] == 12.5 and r["model"] == "image:mu/8@32px+text:text"
     collect.write_csv(tmp_path / "out" / "results.csv", [r])
     with open(tmp_path / "out" / "results.csv", newline="") as f:
         (back,) = csv.DictReader(f)
@@ -142,7 +144,7 @@ def test_jaxpr_flops_of_a_matmul_and_a_scan():
 
 def test_model_flops_grow_with_depth_and_match_xla_at_depth_one():
     def config(depth):
-        d = {"model.image.depth": depth, "model.text.depth": depth}
+        d = {"model.towers.image.depth": depth, "model.towers.text.depth": depth}
         return config_io.load_config("configs/demo.py", d)
 
     f1, f2, f4 = (flops.forward_flops_per_sample(config(d)) for d in (1, 2, 4))
@@ -152,11 +154,13 @@ def test_model_flops_grow_with_depth_and_match_xla_at_depth_one():
     from mmjax import models
 
     c = config(1)
-    model = models.build_model(c.model)
-    images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    tokens = jax.ShapeDtypeStruct((1, c.model.text.context_length), jnp.int32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), images, tokens)
-    xla = jax.jit(model.apply).lower(variables, images, tokens).compile().cost_analysis()
+    model = models.build_model(c.model, c.objectives)
+    inputs = {
+        "image": jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.uint8),
+        "text": jax.ShapeDtypeStruct((1, c.model.towers.text.context_length), jnp.int32),
+    }
+    variables = jax.eval_shape(model.init, jax.random.key(0), inputs)
+    xla = jax.jit(model.apply).lower(variables, inputs).compile().cost_analysis()
     xla = float((xla[0] if isinstance(xla, list) else xla)["flops"])
     assert 0.75 * xla < f1 <= xla
 
@@ -236,7 +240,7 @@ def test_real_sweep_of_six_tiny_runs_and_its_plot(tmp_path):
     spec = dict(
         config="configs/demo.py",
         grid={
-            "loss": {"softmax": {"loss.name": "softmax"}, "sigmoid": SIGMOID},
+            "loss": {"softmax": {LOSS: "softmax"}, "sigmoid": SIGMOID},
             "batch_size": [16, 32, 64],
             "samples_seen": [128],
         },

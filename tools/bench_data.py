@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmjax import config as config_lib
-from mmjax.data import images, pipeline, tokenizers
+from mmjax.data import images, pipeline
 from tools.make_synthetic_shards import write_shards
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN / STD
@@ -79,13 +79,13 @@ def mmjax_batches(shards: str, batch: int, threads: int, decoder: str, resizer: 
     def make():
         c = config_lib.base()
         c.batch_size = batch
-        c.data.source, c.data.path, c.data.image_size = "wds", shards, 224
+        c.data.source, c.data.path = "wds", shards
+        image = c.data.modalities.image
+        image.size, image.decoder, image.resizer = 224, decoder, resizer
         c.data.num_threads, c.data.prefetch = threads, 2
-        c.data.decoder, c.data.resizer = decoder, resizer
         c.data.shuffle_buffer = 1000
-        c.data.tokenizer = "clip_bpe"
-        tok = tokenizers.build_tokenizer("clip_bpe", c.model.text)
-        it = pipeline.train_iterator(c, tok, 0, 1)
+        c.data.modalities.text.tokenizer = "clip_bpe"
+        it = pipeline.train_iterator(c, 0, 1)
         return it, it.close
 
     return make

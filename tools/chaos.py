@@ -113,12 +113,12 @@ def final_params(workdir: pathlib.Path, steps: int, args):
     import jax
 
     from mmjax import config as config_lib
+    from mmjax import state as state_lib
     from mmjax.checkpoint import Checkpointer
-    from mmjax.train import loop
 
     config = config_lib.load_config(f"{REPO}/configs/demo.py:steps={args.steps},batch={args.batch}")
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
-    _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    abstract = state_lib.build(config, mesh).abstract
     ckpt = Checkpointer(str(workdir / "checkpoints"), read_only=True)
     state, _ = ckpt.restore(steps, abstract, None)
     ckpt.close()

@@ -2,7 +2,7 @@ r"""Writes the synthetic source as webdataset tar shards in img2dataset's layout
 
   python tools/make_synthetic_shards.py --out=/tmp/shards --shards=4 --per_shard=1000
   python -m mmjax.main --config=configs/demo.py --config.data.source=wds \
-      --config.data.path=/tmp/shards --config.data.image_size=32
+      --config.data.path=/tmp/shards --config.data.modalities.image.size=32
 
 Each shard `00000.tar` holds samples `000000000.jpg` / `.txt` / `.json` (the key is the
 shard number then the sample number, as img2dataset names them), and `00000_stats.json`

@@ -22,22 +22,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmjax.data import records, tar
-from mmjax.data.examples import Skipped, from_fields, keys_of, text_of
+from mmjax.data.examples import field
 from mmjax.data.images import DECODERS, pick
+from mmjax.data.modalities import keys_of, text_of
 from mmjax.data.paths import list_files, open_file
+from mmjax.data.skipped import Skipped
 
 
 def check(fields: dict, image_keys, text_keys, decode) -> str | None:
     """Why the training pipeline would skip this sample, or None if it would not."""
-    raw = from_fields(fields, image_keys, text_keys)
-    text = text_of(raw["text"])
+    caption, image = field(fields, text_keys), field(fields, image_keys)
+    if caption is None:
+        return "missing_text"
+    text = text_of(caption)
     if isinstance(text, Skipped):
         return text.reason
-    if not raw["image"]:
+    if not image:
         return "missing_image"
     if decode is not None:
         try:
-            decode(raw["image"])
+            decode(image)
         except Exception:  # any decoder error: the sample is skipped
             return "bad_image"
     return None

@@ -7,7 +7,8 @@ source with the demo model (docs/scaling_study.md):
 """
 
 SAMPLES_SEEN = 32768
-SIGLIP_INIT = {"model.bias_init": -10.0, "model.temperature_init": 2.302585}  # log(10)
+TERM = "objectives.image_text"
+SIGLIP_INIT = {f"{TERM}.bias_init": -10.0, f"{TERM}.temperature_init": 2.302585}  # log(10)
 
 
 def get_sweep() -> dict:
@@ -15,8 +16,8 @@ def get_sweep() -> dict:
         config="configs/demo.py",
         grid={
             "loss": {
-                "softmax": {"loss.name": "softmax"},
-                "sigmoid": {"loss.name": "sigmoid", **SIGLIP_INIT},
+                "softmax": {f"{TERM}.loss": "softmax"},
+                "sigmoid": {f"{TERM}.loss": "sigmoid", **SIGLIP_INIT},
             },
             "batch_size": [32, 128, 512, 2048, 4096],
             "samples_seen": [SAMPLES_SEEN],

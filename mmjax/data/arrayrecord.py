@@ -9,17 +9,16 @@ import grain
 import ml_collections
 
 from mmjax.data import records
-from mmjax.data.examples import Skipped, from_fields, keys_of
 from mmjax.data.paths import list_files
+from mmjax.data.skipped import Skipped
 
 
 class ArrayRecordSource:
-    """Random-access source of raw examples {"image": bytes, "text": bytes, "key"}."""
+    """Random-access source of raw records (webdataset samples: field -> bytes)."""
 
-    def __init__(self, paths: list[str], image_key: str, text_key: str):
+    def __init__(self, paths: list[str]):
         self.paths = paths
         self._records = grain.sources.ArrayRecordDataSource(paths)
-        self._keys = keys_of(image_key), keys_of(text_key)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -29,7 +28,7 @@ class ArrayRecordSource:
             fields = records.decode(self._records[index])
         except ValueError as e:
             return Skipped("bad_record", f"record {index}", str(e))
-        return from_fields(fields, *self._keys)
+        return fields
 
     def __repr__(self) -> str:  # Grain compares reprs when restoring a DataLoader
         return f"ArrayRecordSource({len(self.paths)} files, first={self.paths[0]!r})"
@@ -37,4 +36,4 @@ class ArrayRecordSource:
 
 def build(config: ml_collections.ConfigDict) -> ArrayRecordSource:
     paths = list_files(config.path, ".array_record")
-    return ArrayRecordSource(paths, config.image_key, config.text_key)
+    return ArrayRecordSource(paths)

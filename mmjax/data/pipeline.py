@@ -3,8 +3,9 @@
 The loop gets one iterator for every source (`train_iterator`):
 
 - random-access sources (synthetic, arrayrecord, tfds): global shuffle (a new
-  permutation every epoch) -> this process's slice -> prepare (decode, crop, tokenize)
-  -> batch, a `grain.MapDataset` read by threads. Batch k is a function of the seed and k.
+  permutation every epoch) -> this process's slice -> prepare (each modality's reader:
+  decode, crop, tokenize) -> batch, a `grain.MapDataset` read by threads. Batch k is a
+  function of the seed and k.
 - streaming sources (wds): this process's shards, several read at once -> window
   shuffle -> prepare in threads (stages.ParallelMap) -> batch, a `grain.IterDataset`.
 
@@ -29,11 +30,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mmjax.data import sources
-from mmjax.data.examples import REASONS, Prepare
-from mmjax.data.images import ImageTransform
+from mmjax.data import modalities, sources
+from mmjax.data.examples import Prepare
 from mmjax.data.stages import ParallelMap, TrainIterator, collate
-from mmjax.data.tokenizers import Tokenizer
 from mmjax.registry import Registry
 
 # How each kind of source becomes batches:
@@ -50,18 +49,6 @@ class StreamingSource(Protocol):
     def start_position(self, samples_seen: int, seed: int) -> tuple[int, int]: ...
 
 
-def image_transform(config: ml_collections.ConfigDict, train: bool = True) -> ImageTransform:
-    """The data config's crop (random for training, centre otherwise) and backends."""
-    return ImageTransform(
-        config.image_size,
-        train,
-        tuple(config.crop_scale),
-        tuple(config.crop_ratio),
-        config.decoder,
-        config.resizer,
-    )
-
-
 def local_batch_size(global_batch: int, process_count: int) -> int:
     if global_batch % process_count:
         raise ValueError(f"Global batch {global_batch} does not split over {process_count} hosts.")
@@ -70,24 +57,22 @@ def local_batch_size(global_batch: int, process_count: int) -> int:
 
 def train_dataset(
     source,
-    tokenizer: Tokenizer,
+    prepare: Prepare,
     global_batch: int,
     seed: int,
     process_index: int,
     process_count: int,
-    images: ImageTransform | None = None,
 ) -> grain.MapDataset:
     """Batch k of process p holds global examples p, p + P, ... of the k-th global batch.
 
     The union of the processes' k-th batches is the k-th global batch of a 1-process run
     (when no record is skipped). Batches are `stages.Batch`es: the good examples, and
-    the skipped records' markers, which `TrainIterator` counts and replaces. `images`
-    decodes and crops; without it images are used as they come (the synthetic source).
+    the skipped records' markers, which `TrainIterator` counts and replaces.
     """
     local = local_batch_size(global_batch, process_count)
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
     ds = ds[process_index::process_count]
-    ds = ds.random_map(Prepare(tokenizer, images), seed=seed)
+    ds = ds.random_map(prepare, seed=seed)
     return ds.batch(local, drop_remainder=True, batch_fn=collate)
 
 
@@ -109,13 +94,7 @@ def random_access_batches(
 ) -> Callable[[int], grain.DatasetIterator]:
     """`open_batches(step)` over `train_dataset`: batch `step` is found by index."""
     ds = train_dataset(
-        source,
-        prepare.tokenizer,
-        config.batch_size,
-        config.seed,
-        process_index,
-        process_count,
-        prepare.images,
+        source, prepare, config.batch_size, config.seed, process_index, process_count
     )
 
     def open_batches(step: int) -> grain.DatasetIterator:
@@ -170,20 +149,18 @@ def streaming_batches(
 
 
 def train_iterator(
-    config: ml_collections.ConfigDict,
-    tokenizer: Tokenizer,
-    process_index: int,
-    process_count: int,
+    config: ml_collections.ConfigDict, process_index: int, process_count: int
 ) -> TrainIterator:
-    """This process's training batches from `config.data`'s source, exactly resumable.
+    """This process's batches {modality: array} from `config.data`, exactly resumable.
 
     Its `skipped` counts the records skipped by reason (`skip_counts` for metrics).
     """
     source = sources.build_source(config.data, "train", config.seed)
     kind = "streaming" if isinstance(source, StreamingSource) else "random_access"
-    prepare = Prepare(tokenizer, image_transform(config.data))
+    prepare = Prepare(modalities.build_readers(config, train=True))
     open_batches = READERS.get(kind)(source, prepare, config, process_index, process_count)
-    return TrainIterator(open_batches, local_batch_size(config.batch_size, process_count))
+    local = local_batch_size(config.batch_size, process_count)
+    return TrainIterator(open_batches, local, modalities.skip_reasons(config))
 
 
 def skip_counts(data_iter: grain.DatasetIterator) -> dict[str, float]:
@@ -191,11 +168,11 @@ def skip_counts(data_iter: grain.DatasetIterator) -> dict[str, float]:
     every process calls it at the same step)."""
     if not isinstance(data_iter, TrainIterator):
         return {}
-    counts = data_iter.skipped
-    values = np.array([counts[r] for r in REASONS], np.int32)
+    counts, reasons = data_iter.skipped, data_iter.reasons
+    values = np.array([counts.get(r, 0) for r in reasons], np.int32)
     if jax.process_count() > 1:
         values = np.asarray(multihost_utils.process_allgather(values)).sum(0)
-    out = {f"data_skipped/{r}": float(v) for r, v in zip(REASONS, values)}
+    out = {f"data_skipped/{r}": float(v) for r, v in zip(reasons, values)}
     out["data_skipped"] = float(values.sum())
     return out
 

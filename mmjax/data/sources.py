@@ -1,4 +1,4 @@
-"""`config.data.source` -> a source of raw {"image", "text", ...} examples.
+"""`config.data.source` -> a source of raw records (dicts of fields).
 
 Random-access sources (synthetic, arrayrecord, tfds) have `__len__` and `__getitem__`;
 streaming sources (wds) have `stream(...)` -> `grain.IterDataset`. pipeline.py turns
@@ -20,7 +20,13 @@ SOURCES = Registry("data source")
 def synthetic(config: ml_collections.ConfigDict, split: str, seed: int) -> SyntheticSource:
     c = config.synthetic
     size = c.num_train if split == "train" else c.num_eval
-    return SyntheticSource(split, size, config.image_size, seed)
+    return SyntheticSource(split, size, synthetic_image_size(config), seed)
+
+
+def synthetic_image_size(config: ml_collections.ConfigDict) -> int:
+    """The synthetic images' size: that of the data config's image modality (else 32)."""
+    sizes = [m.size for m in config.modalities.values() if m.type == "image"]
+    return sizes[0] if sizes else 32
 
 
 def _train_only(split: str, name: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from mmjax.data.examples import REASONS, Skipped
+from mmjax.data.skipped import Skipped
 
 _LOGGED_PER_REASON = 5  # the first few skips of each reason are logged with their key
 _MAX_EMPTY_BATCHES = 1000  # batches in a row with no usable record: the data is all bad
@@ -122,9 +122,15 @@ class TrainIterator(grain.DatasetIterator):
     still restores.
     """
 
-    def __init__(self, open_batches: Callable[[int], grain.DatasetIterator], size: int):
+    def __init__(
+        self,
+        open_batches: Callable[[int], grain.DatasetIterator],
+        size: int,
+        reasons: Sequence[str],
+    ):
+        """`reasons`: every skip reason the pipeline can give (counted from zero)."""
         super().__init__()
-        self._open_batches, self._size = open_batches, size
+        self._open_batches, self._size, self.reasons = open_batches, size, tuple(reasons)
         self._batches = open_batches(0)
         self._reset({})
         # Stop reader threads before the interpreter tears modules down under them.
@@ -132,7 +138,9 @@ class TrainIterator(grain.DatasetIterator):
         atexit.register(lambda: (it := ref()) is not None and it.close())
 
     def _reset(self, counts: dict[str, int]) -> None:
-        self._counts = {r: int(counts.get(r, 0)) for r in REASONS}
+        self._counts = {r: int(counts.get(r, 0)) for r in self.reasons}
+        for r, n in counts.items():  # a reason this config no longer gives keeps its count
+            self._counts.setdefault(r, int(n))
         self._counts_before = dict(self._counts)  # before the pending batch was read
         self._pending: Batch | None = None
         self._pending_state: Any = None
@@ -149,7 +157,7 @@ class TrainIterator(grain.DatasetIterator):
         self._pending = next(self._batches)
         self._offset = 0
         for s in self._pending.skipped:
-            self._counts[s.reason] += 1
+            self._counts[s.reason] = self._counts.get(s.reason, 0) + 1
             if self._counts[s.reason] <= _LOGGED_PER_REASON:
                 logging.warning(
                     "Skipping record %s: %s %s%s",
@@ -171,7 +179,7 @@ class TrainIterator(grain.DatasetIterator):
                 if empty == _MAX_EMPTY_BATCHES:
                     raise RuntimeError(
                         f"No usable record in {empty} batches in a row; skipped so far:"
-                        f" {self._counts}. Check config.data (path, image_key, text_key)."
+                        f" {self._counts}. Check config.data (path, and each modality's key)."
                     )
             take = min(need, rows(self._pending) - self._offset)
             if take == self._size:  # a whole batch with nothing skipped: no copy

@@ -2,29 +2,30 @@
 
 `config.data.path` names the dataset ("name" or "name:version"), `tfds_split` the split
 and `tfds_data_dir` where it was prepared (in the array_record file format).
-`image_key` / `text_key` name the features ("image", "captions/text"). Image features are
+The modalities' `key`s name the features ("image", "captions/text"). Image features are
 read undecoded (`SkipDecoding`), so decoding and cropping are the pipeline's, with the
 same bad-data handling as every other source.
 """
 
 import ml_collections
 
-from mmjax.data.examples import Skipped, from_fields, keys_of
+from mmjax.data.modalities import keys_of
+from mmjax.data.skipped import Skipped
 
 
 class TfdsSource:
     """Random-access source of raw examples from a prepared TFDS dataset."""
 
-    def __init__(self, name: str, split: str, data_dir: str, image_key: str, text_key: str):
+    def __init__(self, name: str, split: str, data_dir: str, undecoded: tuple[str, ...] = ()):
+        """`undecoded`: features to read as encoded bytes (image features only)."""
         import tensorflow_datasets as tfds
 
         self.name, self.split = name, split
-        self._keys = keys_of(image_key), keys_of(text_key)
         builder = tfds.builder(name, data_dir=data_dir or None)
         features = builder.info.features
         decoders = {
             k: tfds.decode.SkipDecoding()
-            for k in self._keys[0]
+            for k in undecoded
             if k in features and isinstance(features[k], tfds.features.Image)
         }
         self._source = tfds.data_source(
@@ -39,13 +40,15 @@ class TfdsSource:
             example = self._source[index]
         except Exception as e:  # a damaged record is skipped, not fatal
             return Skipped("bad_record", f"{self.name}[{index}]", f"{type(e).__name__}: {e}")
-        return {**from_fields(example, *self._keys), "key": f"{self.name}[{index}]"}
+        return {**example, "__key__": f"{self.name}[{index}]"}
 
     def __repr__(self) -> str:
         return f"TfdsSource({self.name!r}, split={self.split!r})"
 
 
 def build(config: ml_collections.ConfigDict) -> TfdsSource:
+    """From the data config: image modalities' keys are read undecoded."""
+    images = [keys_of(m.key) for m in config.modalities.values() if m.type == "image"]
     return TfdsSource(
-        config.path, config.tfds_split, config.tfds_data_dir, config.image_key, config.text_key
+        config.path, config.tfds_split, config.tfds_data_dir, tuple(k for ks in images for k in ks)
     )

@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 
 from mmjax.data import tar
-from mmjax.data.examples import Skipped, from_fields, keys_of
 from mmjax.data.paths import list_files, open_file
+from mmjax.data.skipped import Skipped
 
 
 def epoch_order(num_shards: int, seed: int, epoch: int) -> list[int]:
@@ -41,11 +41,10 @@ def process_shards(
 
 
 class WdsSource:
-    """Tar shards, read as a stream of raw examples {"image", "text", "key"}."""
+    """Tar shards, read as a stream of raw records (webdataset samples: field -> bytes)."""
 
-    def __init__(self, shards: list[str], image_key: str, text_key: str, cycle_length: int):
+    def __init__(self, shards: list[str], cycle_length: int):
         self.shards = shards
-        self.keys = keys_of(image_key), keys_of(text_key)
         self.cycle_length = cycle_length
 
     def __repr__(self) -> str:
@@ -173,9 +172,7 @@ class _StreamIterator(grain.DatasetIterator):
                 self._close(i)
                 self._slots[i] = None
             self._yielded += 1
-            example = from_fields(sample, *self._source.keys)
-            example["key"] = f"{path}:{example['key']}"
-            return example
+            return {**sample, "__key__": f"{path}:{sample.get('__key__', '')}"}
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -210,4 +207,4 @@ class _StreamIterator(grain.DatasetIterator):
 def build(config: ml_collections.ConfigDict) -> WdsSource:
     shards = list_files(config.path, ".tar")
     logging.info("Webdataset: %d shards from %s.", len(shards), config.path)
-    return WdsSource(shards, config.image_key, config.text_key, config.cycle_length)
+    return WdsSource(shards, config.cycle_length)

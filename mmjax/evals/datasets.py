@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from mmjax.data.sources import synthetic_image_size
 from mmjax.data.synthetic import SyntheticSource
 from mmjax.registry import Registry
 
@@ -64,7 +65,10 @@ def synthetic(
 ) -> SyntheticEval:
     """`split` "eval" (default, held out from training) or "train", at the run's image size."""
     source = SyntheticSource(
-        split or "eval", config.data.synthetic.num_eval, config.data.image_size, config.seed
+        split or "eval",
+        config.data.synthetic.num_eval,
+        synthetic_image_size(config.data),
+        config.seed,
     )
     return SyntheticEval(source, entry.captions_per_image)
 

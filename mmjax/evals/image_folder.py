@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.images import ImageTransform
+from mmjax.data.sources import synthetic_image_size
 from mmjax.evals.datasets import EVAL_DATASETS
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -54,4 +55,4 @@ def image_folder(
     """`entry.path` is the root; `split` (if any) a sub-directory of it, e.g. "val"."""
     if not entry.path:
         raise ValueError("Dataset 'imagefolder' needs `path`: the root directory.")
-    return ImageFolder(os.path.join(entry.path, split), config.data.image_size)
+    return ImageFolder(os.path.join(entry.path, split), synthetic_image_size(config.data))

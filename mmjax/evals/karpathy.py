@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.images import ImageTransform
+from mmjax.data.sources import synthetic_image_size
 from mmjax.evals.datasets import EVAL_DATASETS
 
 
@@ -49,7 +50,9 @@ def karpathy(
             f"Dataset {entry.dataset!r} needs `path` (the Karpathy JSON, e.g."
             " dataset_coco.json) and `image_dir` (the directory of the images)."
         )
-    return KarpathySplit(entry.path, entry.image_dir, split or "test", config.data.image_size)
+    return KarpathySplit(
+        entry.path, entry.image_dir, split or "test", synthetic_image_size(config.data)
+    )
 
 
 EVAL_DATASETS.register("coco")(karpathy)

@@ -23,9 +23,9 @@ from jax.sharding import Mesh
 
 from mmjax.evals.batches import ArraySource, global_batches, replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import ImageFeatures
+from mmjax.evals.features import Features
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
-from mmjax.models.towers import l2_normalize
+from mmjax.models import l2_normalize
 from mmjax.parallel import sharding
 
 DEFAULTS = dict(
@@ -33,6 +33,7 @@ DEFAULTS = dict(
     **DATASET_DEFAULTS,
     train_split="train",
     features="backbone",
+    modality="image",  # whose tower's features are classified
     k=20,
     temperature=0.07,
 )
@@ -86,7 +87,7 @@ class KNN:
 
     def __init__(self, model: nn.Module, train: Any, test: Any, mesh: Mesh, c):
         self.train, self.test = train, test
-        self.features = ImageFeatures(model, mesh, c.features, c.batch_size)
+        self.features = Features(model, mesh, c.modality, c.features, c.batch_size)
         self.scorer = KNNScorer(mesh, len(test.class_names), c.k, c.temperature, c.batch_size)
 
     def run(self, params: Any) -> dict[str, float]:

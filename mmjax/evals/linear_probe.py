@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 
 from mmjax.evals.batches import replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import ImageFeatures
+from mmjax.evals.features import Features
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
 
 DEFAULTS = dict(
@@ -37,6 +37,7 @@ DEFAULTS = dict(
     **DATASET_DEFAULTS,
     train_split="train",
     features="backbone",
+    modality="image",  # whose tower's features are classified
     val_fraction=0.2,
     max_iter=1000,
     tol=1e-4,  # stop when every gradient entry is below this (scikit-learn's gtol)
@@ -177,7 +178,7 @@ class LinearProbe:
 
     def __init__(self, model: nn.Module, train: Any, test: Any, mesh: Mesh, c, seed: int):
         self.train, self.test, self.mesh, self.c, self.seed = train, test, mesh, c, seed
-        self.features = ImageFeatures(model, mesh, c.features, c.batch_size)
+        self.features = Features(model, mesh, c.modality, c.features, c.batch_size)
         self.probe = Probe(mesh, len(test.class_names), c.max_iter, c.tol)
 
     def run(self, params: Any) -> dict[str, float]:

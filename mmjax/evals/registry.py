@@ -12,11 +12,12 @@ Adding an evaluator is one new module with a registered factory
 import dataclasses
 from typing import Any, Protocol
 
-import flax.linen as nn
 import ml_collections
 from jax.sharding import Mesh
 
+from mmjax.data.modalities import modality_tokenizer
 from mmjax.data.tokenizers import Tokenizer
+from mmjax.models import Model
 from mmjax.registry import Registry
 
 EVALUATORS = Registry("evaluator")
@@ -33,10 +34,18 @@ class Evaluator(Protocol):
 class EvalContext:
     """What every evaluator may need besides its own config."""
 
-    model: nn.Module
-    tokenizer: Tokenizer
+    model: Model
     mesh: Mesh
     config: ml_collections.ConfigDict  # the whole run config
+
+    def tokenizer(self, modality: str) -> Tokenizer:
+        """The tokenizer of a text modality, as the training data uses it."""
+        if modality not in self.config.data.modalities:
+            raise ValueError(
+                f"No text modality {modality!r} in config.data.modalities"
+                f" ({list(self.config.data.modalities)}): set the evaluator's text field."
+            )
+        return modality_tokenizer(self.config, modality)
 
 
 @dataclasses.dataclass(frozen=True)

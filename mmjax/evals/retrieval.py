@@ -1,4 +1,9 @@
-"""Image-text retrieval: image->text and text->image recall@k, several captions per image.
+"""Retrieval between two modalities: recall@k both ways; several captions per item.
+
+`modalities=("image", "text")` (the default) retrieves between a dataset's images and its
+captions (several per image, as COCO's five); between two non-text modalities of one
+dataset (`("audio", "imu")`) each example's pair is its own, one to one. Metric names
+spell the directions out when they are not image/text: `audio_to_imu_recall@1`.
 
 Counted as CLIP_benchmark counts them (clip_benchmark/metrics/zeroshot_retrieval.py):
 scores are cosine similarities of normalised embeddings; each query retrieves exactly
@@ -19,7 +24,6 @@ batches, so per device memory is (batch / devices) x gallery scores.
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,11 +33,12 @@ from jax.sharding import Mesh
 from mmjax.data.tokenizers import Tokenizer
 from mmjax.evals.batches import ArraySource, Gatherer, global_batches, replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import embed_images, embed_texts
+from mmjax.evals.features import embed_fn
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
+from mmjax.models import Model
 from mmjax.parallel import sharding
 
-DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, ks=(1, 5, 10))
+DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, ks=(1, 5, 10), modalities=("image", "text"))
 
 
 def hits_at_k(
@@ -84,42 +89,66 @@ class Recalls:
         return total / len(queries)
 
 
+def direction_names(x: str, y: str) -> tuple[str, str]:
+    """Metric prefixes: "i2t"/"t2i" for image/text (as CLIP_benchmark), else spelt out."""
+    if (x, y) == ("image", "text"):
+        return "i2t", "t2i"
+    return f"{x}_to_{y}", f"{y}_to_{x}"
+
+
 class Retrieval:
-    """Image->text and text->image recall@k of a two-tower model on a captioned source."""
+    """Recall@k both ways between modalities x and y of a dataset.
+
+    With `captions` (a list of texts per item) y's gallery is every caption, tokenized;
+    otherwise x and y are read from the same examples.
+    """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Model,
         source: Any,
-        tokenizer: Tokenizer,
         mesh: Mesh,
         batch_size: int,
         ks: Sequence[int],
+        modalities: tuple[str, str] = ("image", "text"),
+        tokenizer: Tokenizer | None = None,
     ):
         self.source, self.mesh, self.batch_size, self.ks = source, mesh, batch_size, tuple(ks)
-        captions = source.captions
-        self.tokens = np.stack([tokenizer(t) for caps in captions for t in caps])
-        self.text_owner = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
-
-        self._images = Gatherer(embed_images(model), mesh, ("image",))
-        self._texts = Gatherer(embed_texts(model), mesh, ("tokens",))
+        self.x, self.y = modalities
+        self.tokens = None
+        if tokenizer is not None:
+            captions = source.captions
+            self.tokens = np.stack([tokenizer(t) for caps in captions for t in caps])
+            self.y_owner = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
+            self._y = Gatherer(embed_fn(model, self.y, key="tokens"), mesh, ("tokens",))
+        else:
+            self.y_owner = np.arange(len(source))
+            self._y = Gatherer(embed_fn(model, self.y), mesh, (self.y,))
+        self._x = Gatherer(embed_fn(model, self.x), mesh, (self.x,))
         self._recalls = Recalls(mesh, self.ks, batch_size)
 
     def run(self, params: Any) -> dict[str, float]:
-        bs, texts = self.batch_size, ArraySource(tokens=self.tokens)
-        image_emb = self._images(params, self.source, bs, "retrieval: images")["emb"]
-        text_emb = self._texts(params, texts, bs, "retrieval: texts")["emb"]
-        image_owner = np.arange(len(image_emb))
-        i2t = self._recalls(image_emb, image_owner, text_emb, self.text_owner, "retrieval: i2t")
-        t2i = self._recalls(text_emb, self.text_owner, image_emb, image_owner, "retrieval: t2i")
-        out = {f"i2t_recall@{k}": float(r) for k, r in zip(self.ks, i2t)}
-        out.update({f"t2i_recall@{k}": float(r) for k, r in zip(self.ks, t2i)})
+        bs = self.batch_size
+        y_source = self.source if self.tokens is None else ArraySource(tokens=self.tokens)
+        x_emb = self._x(params, self.source, bs, f"retrieval: {self.x}")["emb"]
+        y_emb = self._y(params, y_source, bs, f"retrieval: {self.y}")["emb"]
+        x_owner = np.arange(len(x_emb))
+        x2y_name, y2x_name = direction_names(self.x, self.y)
+        x2y = self._recalls(x_emb, x_owner, y_emb, self.y_owner, f"retrieval: {x2y_name}")
+        y2x = self._recalls(y_emb, self.y_owner, x_emb, x_owner, f"retrieval: {y2x_name}")
+        out = {f"{x2y_name}_recall@{k}": float(r) for k, r in zip(self.ks, x2y)}
+        out.update({f"{y2x_name}_recall@{k}": float(r) for k, r in zip(self.ks, y2x)})
         return out
 
 
 @EVALUATORS.register("retrieval")
 def retrieval(c: ml_collections.ConfigDict, context: EvalContext) -> Retrieval:
-    """Retrieval on `c.dataset` (synthetic, coco, flickr30k) at recall@`c.ks`."""
+    """Retrieval on `c.dataset` (synthetic, coco, flickr30k) at recall@`c.ks`, between
+    `c.modalities`; a text modality second reads the dataset's captions."""
     c = with_defaults(c, DEFAULTS)
-    source = require(build_dataset(c, context.config), "captions", c)
-    return Retrieval(context.model, source, context.tokenizer, context.mesh, c.batch_size, c.ks)
+    x, y = tuple(c.modalities)
+    data = context.config.data.modalities
+    text = y in data and data[y].type == "text"
+    source = require(build_dataset(c, context.config), "captions" if text else "__len__", c)
+    tokenizer = context.tokenizer(y) if text else None
+    return Retrieval(context.model, source, context.mesh, c.batch_size, c.ks, (x, y), tokenizer)

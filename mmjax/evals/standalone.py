@@ -17,13 +17,12 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from mmjax import state
 from mmjax.checkpoint import Checkpointer
-from mmjax.data import tokenizers
 from mmjax.evals.registry import EvalContext, build_evaluators, prefixed
 from mmjax.metrics import MetricWriter
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
-from mmjax.train import loop
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -34,7 +33,7 @@ def restore_params(
     config: ml_collections.ConfigDict, workdir: str, mesh: Any, step: int | None
 ) -> tuple[nn.Module, Any, int]:
     """(model, params on the mesh, step) from `workdir`'s latest or `step`-th checkpoint."""
-    model, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    built = state.build(config, mesh)
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise NoCheckpointError(f"No checkpoint in {os.path.abspath(directory)}: no such folder.")
@@ -46,9 +45,9 @@ def restore_params(
             f"No {wanted} in {ckpts.directory}; steps there: {steps or 'none'}."
         )
     step = step or steps[-1]
-    params = ckpts.restore_params(step, abstract.params)
+    params = ckpts.restore_params(step, built.abstract.params)
     ckpts.close()
-    return model, params, step
+    return built.model, params, step
 
 
 def format_table(step: int, results: dict[str, float]) -> str:
@@ -71,8 +70,7 @@ def evaluate(
     results: dict[str, float] = {}
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
         model, params, step = restore_params(config, workdir, mesh, step)
-        tokenizer = tokenizers.build_tokenizer(config.data.tokenizer, config.model.text)
-        for e in build_evaluators(EvalContext(model, tokenizer, mesh, config)):
+        for e in build_evaluators(EvalContext(model, mesh, config)):
             start = time.perf_counter()
             results.update(prefixed(e.name, e.evaluator.run(params)))
             logging.info("%s done in %.1f s.", e.name, time.perf_counter() - start)

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.images import ImageTransform
+from mmjax.data.sources import synthetic_image_size
 from mmjax.evals.classnames import class_list
 from mmjax.evals.datasets import EVAL_DATASETS
 
@@ -75,7 +76,7 @@ def _factory(name: str | None):
         return TfdsSource(
             tfds_name,
             split or default_split,
-            config.data.image_size,
+            synthetic_image_size(config.data),
             entry.data_dir,
             entry.image_key,
             entry.label_key,

@@ -1,20 +1,23 @@
-"""Zero-shot classification: class embeddings from prompt templates, top-1 and top-5.
+"""Zero-shot classification of any modality against text prompts: top-1, top-5 and mean
+per-class recall.
 
 Each class embedding is the normalised mean of its normalised template embeddings
-(Radford et al. 2021; CLIP_benchmark `zero_shot_classifier`); an image's prediction is
+(Radford et al. 2021; CLIP_benchmark `zero_shot_classifier`); an example's prediction is
 the class of highest cosine similarity, ties going to the lower class index
-(`lax.top_k`). Images are evaluated in sharded global batches, the last one padded and
-masked, so every example counts exactly once whatever the dataset size.
+(`lax.top_k`). Examples are evaluated in sharded global batches, the last one padded and
+masked, so every example counts exactly once whatever the dataset size. Mean per-class
+recall is the mean over the classes present of the fraction of their examples predicted
+right (CLIP_benchmark's `mean_per_class_recall`, scikit-learn's balanced accuracy).
 
-Entry fields: `dataset` and its fields (evals/datasets.py), `templates` (a name in
-evals/templates.py; "" = the dataset's own: CLIP's 80 for ImageNet, its 18 for CIFAR,
-"imagenet7" for the 7-template ensemble subset).
+Entry fields: `modality` (the tower whose embeddings are classified: "image", "audio",
+...), `text` (the text modality whose tower embeds the prompts), `dataset` and its fields
+(evals/datasets.py), `templates` (a name in evals/templates.py; "" = the dataset's own:
+CLIP's 80 for ImageNet, its 18 for CIFAR, "imagenet7" for the 7-template subset).
 """
 
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,34 +27,37 @@ from jax.sharding import Mesh
 from mmjax.data.tokenizers import Tokenizer
 from mmjax.evals.batches import ArraySource, Gatherer, global_batches, replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import embed_images, embed_texts
+from mmjax.evals.features import embed_fn
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
 from mmjax.evals.templates import get_templates
+from mmjax.models import Model
 from mmjax.parallel import sharding
 
-DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, templates="")
+DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, templates="", modality="image", text="text")
 
 
 class ZeroShot:
-    """Zero-shot top-1/top-5 of a two-tower model on a labelled source."""
+    """Zero-shot top-1/top-5/mean per-class recall of `modality` on a labelled source."""
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Model,
         source: Any,
         class_names: Sequence[str],
         templates: Sequence[str],
         tokenizer: Tokenizer,
         mesh: Mesh,
         batch_size: int,
+        modality: str = "image",
+        text: str = "text",
     ):
         self.source, self.mesh = source, mesh
         self.num_classes, self.num_templates = len(class_names), len(templates)
         self.batch_size = batch_size
         prompts = [t.format(name) for name in class_names for t in templates]
         self.tokens = np.stack([tokenizer(p) for p in prompts])
-        self._embed_images = embed_images(model)
-        self._prompts = Gatherer(embed_texts(model), mesh, ("tokens",))
+        self._embed = embed_fn(model, modality)
+        self._prompts = Gatherer(embed_fn(model, text, key="tokens"), mesh, ("tokens",))
         self._score = jax.jit(self._score_fn, out_shardings=sharding.replicated(mesh))
 
     def class_embeddings(self, params: Any) -> jax.Array:
@@ -67,19 +73,25 @@ class ZeroShot:
         return replicated_rows(emb.astype(np.float32), self.mesh)
 
     def _score_fn(self, params: Any, classes: jax.Array, batch: dict) -> jax.Array:
-        logits = self._embed_images(params, batch)["emb"] @ classes.T
+        """[3, classes]: per true class, top-1 hits, top-5 hits and examples."""
+        logits = self._embed(params, batch)["emb"] @ classes.T
         labels, mask = batch["label"], batch["mask"]
         top5 = jax.lax.top_k(logits, min(5, self.num_classes))[1]
         top1_ok = top5[:, 0] == labels
         top5_ok = jnp.any(top5 == labels[:, None], axis=-1)
-        return jnp.stack([jnp.sum(top1_ok * mask), jnp.sum(top5_ok * mask), jnp.sum(mask)])
+        per_class = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]
+        hits = jnp.stack([top1_ok, top5_ok, jnp.ones_like(top1_ok)]).astype(jnp.float32)
+        return hits @ per_class
 
     def run(self, params: Any) -> dict[str, float]:
         classes = self.class_embeddings(params)
-        totals = np.zeros(3)
+        counts = np.zeros((3, self.num_classes))
         for batch in global_batches(self.source, self.batch_size, self.mesh, "zero-shot"):
-            totals += np.asarray(self._score(params, classes, batch))
-        return {"top1": float(totals[0] / totals[2]), "top5": float(totals[1] / totals[2])}
+            counts += np.asarray(self._score(params, classes, batch))
+        hits1, hits5, n = counts.sum(axis=1)
+        present = counts[2] > 0
+        recall = float(np.mean(counts[0][present] / counts[2][present]))
+        return {"top1": float(hits1 / n), "top5": float(hits5 / n), "mean_per_class_recall": recall}
 
 
 @EVALUATORS.register("zeroshot")
@@ -92,7 +104,9 @@ def zeroshot(c: ml_collections.ConfigDict, context: EvalContext) -> ZeroShot:
         source,
         source.class_names,
         get_templates(c.templates or source.templates),
-        context.tokenizer,
+        context.tokenizer(c.text),
         context.mesh,
         c.batch_size,
+        c.modality,
+        c.text,
     )

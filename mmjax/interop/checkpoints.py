@@ -19,11 +19,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax import config as config_lib
-from mmjax import models
+from mmjax import models, state
 from mmjax.checkpoint import Checkpointer
+from mmjax.data.modalities import example_specs
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
-from mmjax.train import loop, state
 
 Params = dict[str, Any]
 
@@ -146,8 +146,9 @@ def save_train_state(config: ml_collections.ConfigDict, params: Params, workdir:
         raise FileExistsError(f"{workdir} already holds checkpoints; use a new workdir.")
     mesh = mesh_lib.make_mesh(config.mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
-        _, tx, _, init_fn, abstract, shardings = loop.build_model_and_state(config, mesh)
-        _check_tree(params, abstract.params)
+        built = state.build(config, mesh)
+        tx, init_fn, shardings = built.tx, built.init_fn, built.shardings
+        _check_tree(params, built.abstract.params)
         placed = jax.device_put(params, shardings.params)
 
         def fresh(rng: jax.Array, params: Params) -> state.TrainState:
@@ -173,9 +174,9 @@ def restore_params(
     step = ckpts.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"No checkpoint in {_ckpt_dir(workdir)}.")
-    model = models.build_model(config.model)
-    inputs = state.dummy_inputs(config.data.image_size, config.model.text.context_length)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs)["params"])
+    model = models.build_model(config.model, config.objectives)
+    inputs = state.dummy_inputs(example_specs(config))
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs)["params"])
     params = ckpts.restore_params(step, state.strip_boxes(abstract), as_numpy=True)
     ckpts.close()
     return params, step

@@ -17,6 +17,7 @@ from mmjax.losses import (
     sigmoid_ring,  # noqa: F401
     softmax_ring,  # noqa: F401
 )
-from mmjax.losses.registry import LOSSES, get_loss, sharded_loss
+from mmjax.losses.objectives import Objective, term_config
+from mmjax.losses.registry import LOSSES, Loss, get_loss, sharded_loss
 
-__all__ = ["LOSSES", "get_loss", "sharded_loss"]
+__all__ = ["LOSSES", "Loss", "Objective", "get_loss", "sharded_loss", "term_config"]

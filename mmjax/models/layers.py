@@ -159,11 +159,30 @@ class EncoderBlock(nn.Module):
         return x, None
 
 
+# Activation checkpointing per block: what the backward pass may keep rather than recompute.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,  # keep everything (no recomputation)
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def remat_policy(name: str) -> Any:
+    """A policy by name: "none", "full", "dots", or "names:a,b" (keep the named values)."""
+    if name.startswith("names:"):
+        return jax.checkpoint_policies.save_only_these_names(*name[len("names:") :].split(","))
+    if name not in REMAT_POLICIES:
+        known = ", ".join([*REMAT_POLICIES, "names:a,b"])
+        raise ValueError(f"Unknown remat policy {name!r}; known: {known}.")
+    return REMAT_POLICIES[name]
+
+
 class Encoder(nn.Module):
     """`depth` blocks under `nn.scan`: one compiled block whatever the depth.
 
     Scanning keeps compile time flat in depth (seconds for a 24-layer model on CPU);
-    parameters are stacked along a leading `layers` axis.
+    parameters are stacked along a leading `layers` axis. `remat` names a policy of
+    `REMAT_POLICIES`.
     """
 
     depth: int
@@ -171,13 +190,13 @@ class Encoder(nn.Module):
     mlp_dim: int
     act: str = "gelu"
     dtype: Dtype = jnp.float32
-    remat: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         block = EncoderBlock
-        if self.remat:
-            block = nn.remat(block, prevent_cse=False)
+        if self.remat != "none":
+            block = nn.remat(block, prevent_cse=False, policy=remat_policy(self.remat))
         stack = nn.scan(
             block,
             variable_axes={"params": 0},
@@ -199,7 +218,8 @@ class MAPHead(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """`mask` [B, N]: True for tokens the probe may attend to (None: all)."""
         batch, _, width = x.shape
         probe = self.param(
             "probe",
@@ -216,6 +236,8 @@ class MAPHead(nn.Module):
         )(x)
         k, v = kv[..., 0, :, :], kv[..., 1, :, :]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
+        if mask is not None:
+            logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         out = DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(
             jnp.einsum("bhqk,bkhd->bqhd", weights, v)

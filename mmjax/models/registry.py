@@ -1,13 +1,46 @@
-"""`config.model.name` -> a function that builds a Flax module from the model config."""
+"""Tower types by name: `config.model.towers.<modality>.type` -> how to build that tower.
+
+A tower type is a function `build(tower_config, model_config) -> TowerSpec` registered
+with the defaults of its own config fields. Adding a modality is one stem module and one
+registered builder; the model, the step and the loop never name a modality.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import ml_collections
 
 from mmjax.registry import Registry
 
-MODELS = Registry("model")
+TOWERS = Registry("tower type")
+
+# Fields every tower config has, whatever its type.
+COMMON_DEFAULTS = dict(
+    type="",
+    share="",  # another modality's name: use that tower's parameters (augmented views)
+    dtype="",  # activations; "" = model.dtype
+    remat="",  # "" = model.remat; see layers.REMAT_POLICIES
+)
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Builds the model named by `config.name`."""
-    return MODELS.get(config.name)(config)
+@dataclasses.dataclass(frozen=True)
+class TowerType:
+    build: Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], nn.Module]
+    defaults: dict[str, Any]
+
+
+def register_tower(name: str, **defaults: Any) -> Callable:
+    """Registers `build(tower_config, model_config) -> Tower` with its config defaults."""
+
+    def decorator(build: Callable) -> Callable:
+        TOWERS.register(name)(TowerType(build, {**COMMON_DEFAULTS, "type": name, **defaults}))
+        return build
+
+    return decorator
+
+
+def tower_defaults(name: str) -> dict[str, Any]:
+    """Every field of a tower config of type `name`, with its default."""
+    return dict(TOWERS.get(name).defaults)

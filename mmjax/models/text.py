@@ -3,14 +3,17 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from mmjax.models import layers
+from mmjax.models.registry import register_tower
+from mmjax.models.tower import Tokens, tower
 
-POOLS = ("eot", "last", "first")
+TEXT_POOLS = ("eot", "last", "first")
 
 
-class TextTransformer(nn.Module):
-    """Token + learned position embeddings, pre-LN encoder, final LN, one pooled token.
+class TextStem(nn.Module):
+    """Token + learned position embeddings; the padding mask and the token to pool.
 
     `causal=True` with `pool="eot"` is CLIP: a causal mask, features taken at the
     end-of-text token, found as the argmax of the ids (EOT has the largest id).
@@ -19,20 +22,16 @@ class TextTransformer(nn.Module):
     """
 
     width: int
-    depth: int
-    mlp_dim: int
-    num_heads: int
     vocab_size: int
     context_length: int
     causal: bool = True
     pool: str = "eot"
     pad_id: int = 0
-    act: str = "gelu"
     dtype: layers.Dtype = jnp.float32
-    remat: bool = False
 
     @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, keys=None, train: bool = False) -> Tokens:
+        del keys, train
         if tokens.shape[-1] > self.context_length:
             raise ValueError(f"{tokens.shape[-1]} tokens exceed context {self.context_length}.")
         embed = nn.Embed(
@@ -49,23 +48,8 @@ class TextTransformer(nn.Module):
             (self.context_length, self.width),
             jnp.float32,
         )
-        length = tokens.shape[-1]
-        x = (embed(tokens) + pos[:length]).astype(self.dtype)
+        x = (embed(tokens) + pos[: tokens.shape[-1]]).astype(self.dtype)
         valid = tokens != self.pad_id
-        if self.causal:
-            mask = nn.make_causal_mask(tokens, dtype=jnp.bool_)
-        else:
-            mask = nn.make_attention_mask(valid, valid, dtype=jnp.bool_)
-        x = layers.Encoder(
-            self.depth,
-            self.num_heads,
-            self.mlp_dim,
-            self.act,
-            self.dtype,
-            self.remat,
-            name="encoder",
-        )(x, mask)
-        x = layers.layer_norm(self.dtype, "ln_final")(x)
         if self.pool == "eot":
             index = jnp.argmax(tokens, axis=-1)
         elif self.pool == "last":
@@ -73,5 +57,31 @@ class TextTransformer(nn.Module):
         elif self.pool == "first":
             index = jnp.zeros(tokens.shape[0], jnp.int32)
         else:
-            raise ValueError(f"Unknown text pool {self.pool!r}; use one of {POOLS}.")
-        return jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
+            raise ValueError(f"Unknown text pool {self.pool!r}; use one of {TEXT_POOLS}.")
+        return Tokens(x, valid, self.causal, index)
+
+
+@register_tower(
+    "text",
+    width=512,
+    depth=12,
+    mlp_dim=2048,
+    num_heads=8,
+    vocab_size=49408,
+    context_length=77,
+    causal=True,
+    pool="eot",  # eot | last | first
+)
+def text(c: ml_collections.ConfigDict, model: ml_collections.ConfigDict):
+    """A text tower: token embeddings and a Transformer, causal with EOT pooling (CLIP)."""
+    stem = TextStem(
+        c.width,
+        c.vocab_size,
+        c.context_length,
+        causal=c.causal,
+        pool=c.pool,
+        dtype=jnp.dtype(c.dtype or model.dtype),
+    )
+    return tower(
+        stem, c, model, pool="index", depth=c.depth, num_heads=c.num_heads, mlp_dim=c.mlp_dim
+    )

@@ -5,8 +5,15 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from mmjax.models import layers
+from mmjax.models.registry import register_tower
+from mmjax.models.tower import Tokens, tower
+
+# CLIP's image normalisation, applied on the device to the uint8 pixels from the host.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,30 +48,45 @@ def decode_variant(variant: str) -> tuple[ViTSize, int]:
     return VIT_SIZES[name], int(patch)
 
 
-class ViT(nn.Module):
-    """Patch embedding, learned position embeddings, pre-LN encoder, pooling.
+def encoder_size(c: ml_collections.ConfigDict, size: ViTSize) -> dict[str, int]:
+    """depth, num_heads, mlp_dim of a tower config: its own fields where set (non-zero),
+    else its size's."""
+    return dict(
+        depth=c.depth or size.depth,
+        num_heads=c.num_heads or size.num_heads,
+        mlp_dim=c.mlp_dim or size.mlp_dim,
+    )
 
-    `pool`: "cls" (class token), "gap" (mean of patch tokens) or "map" (attention pooling).
-    `pre_norm` adds the LayerNorm that CLIP applies to the patch sequence before the blocks.
-    `patch_bias=False` drops the patch embedding's bias, as in CLIP (open_clip, OpenAI).
-    Input: uint8-range images already normalised, shape [batch, height, width, 3].
-    Output: pooled features [batch, width].
+
+def normalize_pixels(x: jax.Array, mean, std) -> jax.Array:
+    """uint8 pixels -> float32 standardised per channel; float input is taken as already
+    normalised (what open_clip's preprocessing hands over)."""
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        return x.astype(jnp.float32)
+    x = x.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+class PatchStem(nn.Module):
+    """Patch embedding, an optional class token, learned position embeddings, `ln_pre`.
+
+    Input: images [B, H, W, 3] (uint8, normalised here; or float, already normalised).
+    `patch_bias=False` drops the patch embedding's bias and `pre_norm=True` adds the
+    LayerNorm CLIP applies before the blocks, as in open_clip / OpenAI.
     """
 
     width: int
-    depth: int
-    mlp_dim: int
-    num_heads: int
     patch_size: int
-    pool: str = "cls"
+    cls_token: bool = True
     pre_norm: bool = False
     patch_bias: bool = True
-    act: str = "gelu"
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
     dtype: layers.Dtype = jnp.float32
-    remat: bool = False
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, keys=None, train: bool = False) -> Tokens:
+        del keys, train
         p = self.patch_size
         if images.shape[1] % p or images.shape[2] % p:
             raise ValueError(f"Image size {images.shape[1:3]} is not divisible by patch {p}.")
@@ -78,44 +100,61 @@ class ViT(nn.Module):
             kernel_init=layers.dense_init((None, None, None, "embed")),
             bias_init=layers.zeros_init(("embed",)),
             name="patch_embed",
-        )(images.astype(self.dtype))
+        )(normalize_pixels(images, self.mean, self.std).astype(self.dtype))
         batch, h, w, _ = x.shape
         x = x.reshape(batch, h * w, self.width)
-        if self.pool == "cls":
-            cls = self.param(
-                "cls", layers.zeros_init((None, None, "embed")), (1, 1, self.width), jnp.float32
-            )
-            x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
-        pos = self.param(
-            "pos_embed",
-            nn.with_logical_partitioning(
-                nn.initializers.normal(self.width**-0.5), (None, None, "embed")
-            ),
-            (1, x.shape[1], self.width),
-            jnp.float32,
-        )
-        x = x + pos.astype(x.dtype)
-        if self.pre_norm:
-            x = layers.layer_norm(self.dtype, "ln_pre")(x).astype(self.dtype)
-        x = layers.Encoder(
-            self.depth,
-            self.num_heads,
-            self.mlp_dim,
-            self.act,
-            self.dtype,
-            self.remat,
-            name="encoder",
-        )(x)
-        return self._pool(x)
+        return Tokens(add_position_embeddings(self, x, self.cls_token, self.pre_norm))
 
-    def _pool(self, x: jax.Array) -> jax.Array:
-        norm = layers.layer_norm(self.dtype, "ln_post")
-        if self.pool == "cls":
-            return norm(x[:, 0])
-        if self.pool == "gap":
-            return norm(x.mean(axis=1))
-        if self.pool == "map":
-            return layers.MAPHead(self.num_heads, self.mlp_dim, self.act, self.dtype, name="map")(
-                norm(x)
-            )
-        raise ValueError(f"Unknown pool {self.pool!r}; use cls, gap or map.")
+
+def add_position_embeddings(
+    module: nn.Module, x: jax.Array, cls_token: bool, pre_norm: bool
+) -> jax.Array:
+    """[B, N, W] patch tokens -> [B, N(+1), W]: class token first, learned position
+    embeddings (`pos_embed`, std width^-0.5) added, then `ln_pre` if asked. Shared by the
+    stems of patch-based towers; parameters are created in `module`'s scope."""
+    batch, _, width = x.shape
+    if cls_token:
+        cls = module.param(
+            "cls", layers.zeros_init((None, None, "embed")), (1, 1, width), jnp.float32
+        )
+        x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
+    pos = module.param(
+        "pos_embed",
+        nn.with_logical_partitioning(nn.initializers.normal(width**-0.5), (None, None, "embed")),
+        (1, x.shape[1], width),
+        jnp.float32,
+    )
+    x = x + pos.astype(x.dtype)
+    if pre_norm:
+        x = layers.layer_norm(x.dtype, "ln_pre")(x).astype(x.dtype)
+    return x
+
+
+@register_tower(
+    "vit",
+    variant="B/16",
+    width=0,  # 0: from the variant
+    depth=0,
+    mlp_dim=0,
+    num_heads=0,
+    pool="cls",  # cls | gap | map
+    pre_norm=False,
+    patch_bias=True,  # open_clip/OpenAI ViTs have none (False on import)
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
+)
+def vit(c: ml_collections.ConfigDict, model: ml_collections.ConfigDict):
+    """An image tower: a ViT of `variant` ("B/16": size B, patch 16), any field overridable."""
+    size, patch = decode_variant(c.variant)
+    width = c.width or size.width
+    stem = PatchStem(
+        width,
+        patch,
+        cls_token=c.pool == "cls",
+        pre_norm=c.pre_norm,
+        patch_bias=c.patch_bias,
+        mean=tuple(c.mean),
+        std=tuple(c.std),
+        dtype=jnp.dtype(c.dtype or model.dtype),
+    )
+    return tower(stem, c, model, pool=c.pool, **encoder_size(c, size))

@@ -12,8 +12,8 @@ from typing import Any
 
 import ml_collections
 
+from mmjax import optim
 from mmjax.sweeps import flops
-from mmjax.train import optim
 
 WALL_FILE = "sweep_wall.json"  # written by tools/sweep.py: seconds the run took here
 
@@ -69,8 +69,14 @@ def is_finished(workdir: Path, total_steps: int) -> bool:
 
 
 def _model_name(config: ml_collections.ConfigDict) -> str:
-    text = config.model.text
-    return f"{config.model.image.variant}@{config.data.image_size}px+text{text.width}x{text.depth}"
+    """ "image:vit+text:text", with the ViT variant and size where there is one."""
+    parts = []
+    for name, t in config.model.towers.items():
+        kind = t.get("variant", t.type)
+        data = config.data.modalities.get(name)
+        size = f"@{data.size}px" if data is not None and "size" in data else ""
+        parts.append(f"{name}:{kind}{size}")
+    return "+".join(parts)
 
 
 def row(name: str, workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -83,7 +89,7 @@ def row(name: str, workdir: Path, config: ml_collections.ConfigDict) -> dict[str
         "model": _model_name(config),
         "samples_seen": samples,
         "global_batch": config.batch_size,
-        "loss": config.loss.name,
+        "loss": "+".join(t.loss for t in config.objectives.values()),
         "data": config.data.source,
         **{col: metrics.get(key, "") for key, col in METRIC_COLUMNS.items()},
         "params": flops.param_count(config),

@@ -12,10 +12,10 @@ from mmjax import config as config_lib
 
 
 def load_config(config_flag: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-    """`configs/demo.py:steps=10` with overrides {"loss.name": "sigmoid"} applied."""
+    """`configs/demo.py:steps=10` with overrides {"optim.lr": 1e-3} applied."""
     return config_lib.load_config(config_flag, overrides)
 
 
 def override_flags(overrides: dict[str, Any]) -> list[str]:
-    """{"loss.name": "sigmoid", "model.bias_init": -10.0} -> ["--config.loss.name=sigmoid", ...]."""
+    """{"optim.lr": 1e-3, "seed": 1} -> ["--config.optim.lr=0.001", "--config.seed=1"]."""
     return [f"--config.{k}={v}" for k, v in overrides.items()]

@@ -22,11 +22,11 @@ import json
 import math
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.extend import core
 
 from mmjax import models
+from mmjax.data import modalities
 
 BACKWARD_FACTOR = 3
 
@@ -62,27 +62,30 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
 
 
 @functools.cache
-def _abstract_forward(model_json: str, image_size: int) -> core.ClosedJaxpr:
-    """The forward jaxpr of one example through both towers (shapes only, no compute)."""
-    model_config = ml_collections.ConfigDict(json.loads(model_json))
-    model = models.build_model(model_config)
-    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    tokens = jax.ShapeDtypeStruct((1, model_config.text.context_length), jnp.int32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), images, tokens)
-    return jax.make_jaxpr(model.apply)(variables, images, tokens)
+def _abstract_forward(config_json: str) -> tuple[core.ClosedJaxpr, int]:
+    """(forward jaxpr of one example through every tower, parameter count); shapes only."""
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    model = models.build_model(config.model, config.objectives)
+    inputs = {
+        name: jax.ShapeDtypeStruct((1, *shape), dtype)
+        for name, (shape, dtype) in modalities.example_specs(config).items()
+    }
+    variables = jax.eval_shape(model.init, jax.random.key(0), inputs)
+    count = sum(math.prod(v.shape) for v in jax.tree.leaves(variables))
+    return jax.make_jaxpr(model.apply)(variables, inputs), count
 
 
 def _forward(config: ml_collections.ConfigDict) -> core.ClosedJaxpr:
-    return _abstract_forward(config.model.to_json(), config.data.image_size)
+    return _abstract_forward(config.to_json())[0]
 
 
 def param_count(config: ml_collections.ConfigDict) -> int:
-    """Parameters of the model: the jaxpr's inputs other than the two example arrays."""
-    return sum(math.prod(v.aval.shape) for v in _forward(config).jaxpr.invars[:-2])
+    """Parameters of the model, every tower and term."""
+    return _abstract_forward(config.to_json())[1]
 
 
 def forward_flops_per_sample(config: ml_collections.ConfigDict) -> float:
-    """Matmul FLOPs of one example through both towers."""
+    """Matmul FLOPs of one example through every tower."""
     return jaxpr_flops(_forward(config).jaxpr)
 
 

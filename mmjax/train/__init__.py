@@ -1,1 +1,1 @@
-"""Training: state, optimizer, the jitted step and the loop."""
+"""Training: the jitted step, gradient accumulation, the loop and its guards."""

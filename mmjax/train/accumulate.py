@@ -1,23 +1,26 @@
-"""Exact gradient accumulation for contrastive losses (GradCache, Gao et al. 2021).
+"""Exact gradient accumulation for contrastive objectives (GradCache, Gao et al. 2021).
 
 Splitting a contrastive batch into micro-batches and summing their gradients is NOT
 the gradient of the big batch: each micro-batch would only see its own negatives. The
 exact way, in three passes:
-  1. embed every micro-batch without keeping activations;
-  2. compute the loss over the full batch and its gradient with respect to every
-     embedding (and the temperature and bias);
-  3. embed each micro-batch again under `jax.vjp` and pull its embedding gradient back
-     to the parameters, summing over micro-batches.
+  1. run every micro-batch through the towers without keeping activations;
+  2. compute the objective over the full batch and its gradient with respect to every
+     tower output (embeddings, token features) and the terms' scales and biases;
+  3. run each micro-batch through the towers again under `jax.vjp` and pull its output
+     gradients back to the parameters, summing over micro-batches.
 Activations live for one micro-batch at a time, so the step's activation memory
-follows the micro-batch; the embeddings and the loss see the whole batch. Works with
-every loss in the registry, ring losses included.
+follows the micro-batch; the objective sees the whole batch. Works for any set of towers
+and every loss in the registry, ring losses included. Each micro-batch carries its
+examples' PRNG keys, so passes 1 and 3 draw identical masks, equal to the full batch's.
 """
 
 from collections.abc import Callable
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mmjax.losses.objectives import Objective
 
 
 def split(x: jax.Array, k: int) -> jax.Array:
@@ -34,39 +37,57 @@ def merge(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
 
 
+def _differentiable(x: Any) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def partition(tree: Any) -> tuple[Any, Any]:
+    """(float leaves, other leaves such as token masks), each with None elsewhere."""
+    diff = jax.tree.map(lambda x: x if _differentiable(x) else None, tree)
+    rest = jax.tree.map(lambda x: None if _differentiable(x) else x, tree)
+    return diff, rest
+
+
+def combine(a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: y if x is None else x, a, b, is_leaf=lambda x: x is None)
+
+
 def make_accumulated_grad_fn(
-    model: nn.Module, loss_fn: Callable, accum_steps: int, preprocess: Callable
+    forward: Callable,
+    logits_fn: Callable,
+    objective: Objective,
+    accum_steps: int,
+    split_batch: Callable,
 ) -> Callable:
-    """`grad_fn(params, batch) -> ((loss, aux), grads)`, equal to the full-batch one."""
+    """`grad_fn(params, batch, keys) -> ((loss, aux), grads)`, equal to the full-batch one.
+
+    `forward(params, inputs, keys) -> {modality: outputs}`; `logits_fn(params) -> {term:
+    (scale, bias)}`; `split_batch(batch) -> (tower inputs, other entries)`.
+    """
     k = accum_steps
 
-    def embed(params, images: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-        out = model.apply({"params": params}, preprocess(images), tokens)
-        return out["image"], out["text"]
-
-    def scale_and_bias(params) -> tuple[jax.Array, jax.Array]:
-        return model.apply({"params": params}, method="scale_and_bias")
-
-    def grad_fn(params, batch: dict):
-        micro = {key: split(batch[key], k) for key in ("image", "tokens")}
-        # 1. Every embedding, one micro-batch at a time, nothing kept for a backward pass.
-        image, text = jax.lax.map(lambda mb: embed(params, mb["image"], mb["tokens"]), micro)
-        image, text = merge(image), merge(text)
-        (scale, bias), pull_scale_bias = jax.vjp(scale_and_bias, params)
-        # 2. The loss over the whole batch, and its gradient at every embedding.
-        (loss, metrics), (g_image, g_text, g_scale, g_bias) = jax.value_and_grad(
-            loss_fn, argnums=(0, 1, 2, 3), has_aux=True
-        )(image, text, scale, bias)
-        # 3. Each micro-batch again, its embedding gradients pulled back to the params.
-        (grads,) = pull_scale_bias((g_scale, g_bias))
+    def grad_fn(params, batch: dict, keys: jax.Array):
+        inputs, extras = split_batch(batch)
+        micro = (jax.tree.map(lambda x: split(x, k), inputs), split(keys, k))
+        # 1. Every output, one micro-batch at a time, nothing kept for a backward pass.
+        outputs = jax.tree.map(merge, jax.lax.map(lambda mb: forward(params, *mb), micro))
+        diff, rest = partition(outputs)
+        logits, pull_logits = jax.vjp(logits_fn, params)
+        # 2. The objective over the whole batch, and its gradient at every output.
+        (loss, metrics), (g_out, g_logits) = jax.value_and_grad(
+            lambda d, lg: objective(combine(d, rest), lg, extras), argnums=(0, 1), has_aux=True
+        )(diff, logits)
+        # 3. Each micro-batch again, its output gradients pulled back to the parameters.
+        (grads,) = pull_logits(g_logits)
 
         def accumulate(total, xs):
-            mb, gi, gt = xs
-            _, pull = jax.vjp(lambda p: embed(p, mb["image"], mb["tokens"]), params)
-            (g,) = pull((gi, gt))
-            return jax.tree.map(jnp.add, total, g), None
+            mb, g = xs
+            _, pull = jax.vjp(lambda p: partition(forward(p, *mb))[0], params)
+            (g_params,) = pull(g)
+            return jax.tree.map(jnp.add, total, g_params), None
 
-        grads, _ = jax.lax.scan(accumulate, grads, (micro, split(g_image, k), split(g_text, k)))
-        return (loss, dict(metrics, scale=scale, bias=bias)), grads
+        g_micro = jax.tree.map(lambda x: split(x, k), g_out)
+        grads, _ = jax.lax.scan(accumulate, grads, (micro, g_micro))
+        return (loss, metrics), grads
 
     return grad_fn

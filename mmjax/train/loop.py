@@ -6,22 +6,22 @@ import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from mmjax import config as config_lib
-from mmjax import evals, losses, models
+from mmjax import evals, losses, state
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
-from mmjax.data import pipeline, tokenizers
+from mmjax.data import modalities, pipeline
 from mmjax.metrics import MetricWriter, Progress
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
-from mmjax.train import guard, memory, optim, preemption, state, step
+from mmjax.train import guard, memory, preemption, step
 
 MEMORY_HINT = (
-    "Lower config.batch_size, set config.model.remat=True or model.dtype='bfloat16', add"
-    " devices, or try the config's runlocal variant (e.g. configs/clip_vitb.py:runlocal)."
+    "Lower config.batch_size, raise config.accum_steps, set config.model.remat='full' or"
+    " model.dtype='bfloat16', add devices, or try the config's runlocal variant (e.g."
+    " configs/clip_vitb.py:runlocal)."
 )
 
 
@@ -34,37 +34,24 @@ def log_param_counts(abstract: state.TrainState) -> int:
     return total
 
 
-def build_model_and_state(config: ml_collections.ConfigDict, mesh):
-    """Model, optimizer, schedule, init function, abstract state and its shardings."""
-    model = models.build_model(config.model)
-    tx, schedule = optim.make_optimizer(config)
-    inputs = state.dummy_inputs(config.data.image_size, config.model.text.context_length)
-    init_fn = state.make_init_fn(model, tx, inputs)
-    abstract, shardings = state.abstract_state(init_fn, mesh, config.mesh.rules)
-    return model, tx, schedule, init_fn, abstract, shardings
-
-
 def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-    s, b = config.data.image_size, config.batch_size
+    """The global batch: every data modality, sharded over the batch axes."""
     shard = sharding.batch_sharding(mesh)
     return {
-        "image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=shard),
-        "tokens": jax.ShapeDtypeStruct(
-            (b, config.model.text.context_length), jnp.int32, sharding=shard
-        ),
+        name: jax.ShapeDtypeStruct((config.batch_size, *shape), dtype, sharding=shard)
+        for name, (shape, dtype) in modalities.example_specs(config).items()
     }
 
 
-def compile_step(config, mesh, model, tx, schedule, abstract, shardings):
+def compile_step(config, mesh, built: state.Built, objective: losses.Objective):
     """The jitted, AOT-compiled train step; refuses to run one that cannot fit."""
-    loss_fn = losses.sharded_loss(losses.get_loss(config.loss.name, config.loss), mesh)
     train_step = jax.jit(
-        step.make_train_step(model, loss_fn, tx, schedule, config.accum_steps),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
+        step.make_train_step(built.model, objective, built.tx, built.schedule, config),
+        in_shardings=(built.shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(built.shardings, sharding.replicated(mesh)),
         donate_argnums=0,
     )
-    compiled = train_step.lower(abstract, batch_spec(config, mesh)).compile()
+    compiled = train_step.lower(built.abstract, batch_spec(config, mesh)).compile()
     if config.check_memory:
         needed = memory.check_fits(compiled, jax.local_devices()[0], MEMORY_HINT)
         if needed:
@@ -72,11 +59,11 @@ def compile_step(config, mesh, model, tx, schedule, abstract, shardings):
     return compiled
 
 
-def restore_or_init(ckpt: Checkpointer, config, abstract, shardings, init_fn, data_iter):
+def restore_or_init(ckpt: Checkpointer, config, built: state.Built, data_iter):
     """(state, first step): the latest checkpoint with its data position, or a fresh start."""
-    restored = ckpt.restore_newest(abstract, data_iter)
+    restored = ckpt.restore_newest(built.abstract, data_iter)
     if restored is None:
-        return state.init_state(init_fn, jax.random.key(config.seed), shardings), 0
+        return state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings), 0
     start, train_state, data_restored = restored
     if not data_restored:
         logging.warning(
@@ -101,22 +88,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
-        model, tx, schedule, init_fn, abstract, shardings = build_model_and_state(config, mesh)
-        log_param_counts(abstract)
+        built = state.build(config, mesh)
+        log_param_counts(built.abstract)
+        objective = losses.Objective(config.objectives, mesh)
 
-        tokenizer = tokenizers.build_tokenizer(
-            config.data.tokenizer, config.model.text, config.data.tokenizer_model
-        )
-        data_iter = pipeline.train_iterator(
-            config, tokenizer, jax.process_index(), jax.process_count()
-        )
-        compiled = compile_step(config, mesh, model, tx, schedule, abstract, shardings)
+        data_iter = pipeline.train_iterator(config, jax.process_index(), jax.process_count())
+        compiled = compile_step(config, mesh, built, objective)
 
         ckpt_dir = os.path.join(workdir, "checkpoints")
         ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
-        train_state, start = restore_or_init(ckpt, config, abstract, shardings, init_fn, data_iter)
+        train_state, start = restore_or_init(ckpt, config, built, data_iter)
 
-        evaluators = evals.build_evaluators(evals.EvalContext(model, tokenizer, mesh, config))
+        evaluators = evals.build_evaluators(evals.EvalContext(built.model, mesh, config))
         writer = MetricWriter(workdir)
         progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
         nonfinite = guard.NonFiniteGuard(config.max_nonfinite_in_a_row, ckpt.directory)

@@ -1,60 +1,98 @@
-"""One training step: normalise, embed, contrastive loss (shard_map island), AdamW."""
+"""One training step: embed every modality, the objective terms (shard_map islands), AdamW."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from mmjax.losses.objectives import Objective
+from mmjax.models import Model, clamp_temperatures
+from mmjax.state import TrainState
 from mmjax.train import accumulate
-from mmjax.train.state import TrainState
 
-# CLIP's image normalisation, applied on the device to the uint8 batch from the host.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+Outputs = dict[str, dict[str, jax.Array]]
 
 
-def normalize_images(images: jax.Array) -> jax.Array:
-    """uint8 [..., 3] -> float32, scaled to [0, 1] then standardised per channel."""
-    x = images.astype(jnp.float32) / 255.0
-    return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
+def example_keys(seed: int, step: jax.Array, batch_size: int) -> jax.Array:
+    """One PRNG key per example of the global batch, from the seed, the step and the
+    example's index in the batch only: the same masks and augmentations whatever the
+    devices, the accumulation micro-batches, or a resume."""
+    step_key = jax.random.fold_in(jax.random.key(seed), step)
+    return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(batch_size))
 
 
-def make_grad_fn(model: nn.Module, loss_fn: Callable, accum_steps: int = 1) -> Callable:
-    """`grad_fn(params, batch) -> ((loss, aux), grads)` for a uint8 image + tokens batch.
+def make_forward(model: Model, objective: Objective) -> Callable[[Any, dict, jax.Array], Outputs]:
+    """`forward(params, inputs, keys) -> {modality: outputs the objective reads}`."""
+    tokens = objective.token_modalities
 
-    `loss_fn` is the sharded loss (`losses.sharded_loss`): global embeddings in,
-    replicated loss out. With `accum_steps` > 1 the batch is processed in that many
-    micro-batches with the exact full-batch gradient (train/accumulate.py).
+    def forward(params: Any, inputs: dict, keys: jax.Array) -> Outputs:
+        out = model.apply({"params": params}, inputs, keys, train=True, with_tokens=tokens)
+        keep = ("embedding", "tokens", "token_mask")
+        return {m: {k: v for k, v in o.items() if k in keep} for m, o in out.items()}
+
+    return forward
+
+
+def make_logits(model: Model) -> Callable[[Any], dict[str, tuple[jax.Array, jax.Array]]]:
+    return lambda params: model.apply({"params": params}, method="logit_params")
+
+
+def split_batch(batch: Mapping[str, jax.Array], objective: Objective) -> tuple[dict, dict]:
+    """(tower inputs, other entries the objective reads: labels)."""
+    inputs = {m: batch[m] for m in objective.modalities}
+    return inputs, {k: batch[k] for k in objective.batch_keys}
+
+
+def make_grad_fn(model: Model, objective: Objective, accum_steps: int = 1) -> Callable:
+    """`grad_fn(params, batch, keys) -> ((loss, metrics), grads)`.
+
+    With `accum_steps` > 1 the batch goes through the towers in that many micro-batches
+    with the exact full-batch gradient (train/accumulate.py).
     """
+    forward, logits = make_forward(model, objective), make_logits(model)
     if accum_steps > 1:
-        return accumulate.make_accumulated_grad_fn(model, loss_fn, accum_steps, normalize_images)
+        return accumulate.make_accumulated_grad_fn(
+            forward, logits, objective, accum_steps, lambda b: split_batch(b, objective)
+        )
 
-    def loss_of(params, batch: dict):
-        images = normalize_images(batch["image"])
-        out = model.apply({"params": params}, images, batch["tokens"])
-        loss, metrics = loss_fn(out["image"], out["text"], out["scale"], out["bias"])
-        return loss, dict(metrics, scale=out["scale"], bias=out["bias"])
+    def loss_of(params, batch: dict, keys: jax.Array):
+        inputs, extras = split_batch(batch, objective)
+        return objective(forward(params, inputs, keys), logits(params), extras)
 
     return jax.value_and_grad(loss_of, has_aux=True)
 
 
+def applied_lr(schedule: optax.Schedule, opt_state: Any) -> jax.Array:
+    """The learning rate of the update being applied: the schedule at the optimizer's own
+    count, which skipped (non-finite) steps do not advance."""
+    counts = [
+        v
+        for path, v in optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+        if getattr(path[-1], "tuple_name", "") == "ScaleByScheduleState"
+    ]
+    return schedule(counts[0]) if counts else jnp.zeros((), jnp.float32)
+
+
 def make_train_step(
-    model: nn.Module,
-    loss_fn: Callable,
+    model: Model,
+    objective: Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
-    accum_steps: int = 1,
+    config: ml_collections.ConfigDict,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings."""
-    grad_fn = make_grad_fn(model, loss_fn, accum_steps)
+    grad_fn = make_grad_fn(model, objective, config.accum_steps)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        (loss, metrics), grads = grad_fn(state.params, batch)
+        keys = example_keys(config.seed, state.step, config.batch_size)
+        (loss, metrics), grads = grad_fn(state.params, batch, keys)
         grad_norm = optax.tree.norm(grads)
+        lr = applied_lr(schedule, state.opt_state)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = clamp_temperatures(optax.apply_updates(state.params, updates), config.objectives)
         # A non-finite loss or gradient drops the whole update: parameters and optimizer
         # moments stay as they were; the step and the data position still advance.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -71,7 +109,7 @@ def make_train_step(
             metrics,
             loss=loss,
             grad_norm=grad_norm,
-            lr=schedule(state.step),
+            lr=jnp.where(finite, lr, 0.0),
             skipped=new_state.skipped,
             skipped_in_a_row=in_a_row,
         )

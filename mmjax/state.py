@@ -1,15 +1,24 @@
-"""The train state, its shardings, and its initialisation directly onto the mesh."""
+"""The train state, its shardings, and its initialisation directly onto the mesh.
 
+Below the train loop and the evaluators alike: building a model and its state from a
+config is what training, evaluation, export and import all need.
+"""
+
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from mmjax import optim
+from mmjax.data.modalities import example_specs
+from mmjax.models import Model, build_model
 from mmjax.parallel import sharding
 
 
@@ -27,17 +36,16 @@ class TrainState(flax.struct.PyTreeNode):
     skipped_in_a_row: jax.Array
 
 
-def dummy_inputs(image_size: int, context_length: int, batch: int = 1) -> tuple[jax.Array, ...]:
-    images = jnp.zeros((batch, image_size, image_size, 3), jnp.float32)
-    tokens = jnp.zeros((batch, context_length), jnp.int32)
-    return images, tokens
+def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) -> dict:
+    """Zeros of every modality's example shape (`modalities.example_specs`), batch `batch`."""
+    return {name: jnp.zeros((batch, *shape), dtype) for name, (shape, dtype) in specs.items()}
 
 
-def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, inputs: tuple):
+def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, inputs: dict):
     """rng -> boxed TrainState (params still carry their logical axis names)."""
 
     def init(rng: jax.Array) -> TrainState:
-        params = model.init(rng, *inputs)["params"]
+        params = model.init(rng, inputs)["params"]
         zero = jnp.zeros((), jnp.int32)
         return TrainState(
             step=zero, params=params, opt_state=tx.init(params), skipped=zero, skipped_in_a_row=zero
@@ -71,3 +79,24 @@ def init_state(init_fn, rng: jax.Array, shardings: TrainState) -> TrainState:
 
 def count_params(params: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A run's model, optimizer, schedule, init function, abstract state and shardings."""
+
+    model: Model
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    init_fn: Any
+    abstract: TrainState  # ShapeDtypeStructs with shardings: allocates nothing
+    shardings: TrainState
+
+
+def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Built:
+    """Everything needed to initialise, restore or step the run of `config` on `mesh`."""
+    model = build_model(config.model, config.objectives)
+    tx, schedule = optim.make_optimizer(config)
+    init_fn = make_init_fn(model, tx, dummy_inputs(example_specs(config)))
+    abstract, shardings = abstract_state(init_fn, mesh, config.mesh.rules)
+    return Built(model, tx, schedule, init_fn, abstract, shardings)

@@ -1,0 +1,174 @@
+"""`config.objectives`: weighted loss terms, each over a pair of named modalities.
+
+    c.objectives.image_text = dict(loss="softmax_ring", modalities=("image", "text"),
+                                   weight=1.0, temperature_init=2.659, tile_size=1024)
+
+A term's loss comes from the loss registry; its scale (and bias) are the model's learned
+logit parameters of that term; its extra inputs (labels, token features, teacher
+embeddings) are found by name (`INPUTS`). Each term runs in its own shard_map island over
+the global batch, and the objective is the weighted sum. Metrics are namespaced by term
+with the modalities spelt out: `image_text/loss`, `image_text/acc_image_to_text`.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from mmjax.losses.registry import Loss, describe, get_loss, sharded_loss
+
+# Fields of every term, whatever its loss; the loss's own options come on top.
+TERM_DEFAULTS = dict(
+    loss="softmax",
+    modalities=("image", "text"),
+    weight=1.0,
+    temperature_init=math.log(1 / 0.07),  # scale = exp(t), CLIP's 1/0.07 at start
+    max_scale=100.0,  # t is clamped to [0, log max_scale] after each update (open_clip)
+    bias_init=None,  # float: a learned logit bias (SigLIP: -10); None: no bias
+    labels="",  # batch key of integer labels for both modalities (multi-positive losses)
+    x_labels="",  # per-side overrides of `labels`
+    y_labels="",
+)
+
+Outputs = Mapping[str, Mapping[str, jax.Array]]  # {modality: {"embedding", "tokens", ...}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    name: str
+    x: str
+    y: str
+    weight: float
+    loss: Loss
+    config: ml_collections.ConfigDict
+
+    def label_key(self, side: str) -> str:
+        key = self.config[f"{side}_labels"] or self.config.labels
+        if not key:
+            raise ValueError(
+                f"config.objectives.{self.name}: loss {self.loss.name!r} needs labels; set"
+                f" labels (or {side}_labels) to a batch key, e.g. labels='label'."
+            )
+        return key
+
+
+def _labels(side: str):
+    return lambda term, outputs, batch: batch[term.label_key(side)]
+
+
+def _output(side: str, key: str, stop_gradient: bool = False):
+    def get(term: Term, outputs: Outputs, batch: Mapping[str, jax.Array]) -> jax.Array:
+        value = outputs[getattr(term, side)][key]
+        return jax.lax.stop_gradient(value) if stop_gradient else value
+
+    return get
+
+
+# Loss input name -> how a term finds it (from the towers' outputs or the batch).
+INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
+    "x_labels": _labels("x"),
+    "y_labels": _labels("y"),
+    "x_tokens": _output("x", "tokens"),
+    "y_tokens": _output("y", "tokens"),
+    "x_token_mask": _output("x", "token_mask"),
+    "y_token_mask": _output("y", "token_mask"),
+    # The current step's embeddings, without gradient (soft targets' "teacher").
+    "x_teacher": _output("x", "embedding", stop_gradient=True),
+    "y_teacher": _output("y", "embedding", stop_gradient=True),
+}
+TOKEN_INPUTS = ("x_tokens", "y_tokens", "x_token_mask", "y_token_mask")
+
+
+def term_config(loss: str, modalities: tuple[str, str], **fields: Any) -> ml_collections.ConfigDict:
+    """A complete term config: the common fields and `loss`'s options, with `fields` set."""
+    _, options = describe(loss)
+    c = ml_collections.ConfigDict({**TERM_DEFAULTS, **options})
+    c.bias_init = ml_collections.FieldReference(None, field_type=float)
+    c.loss, c.modalities = loss, tuple(modalities)
+    for k, v in fields.items():
+        if k not in c:
+            known = ", ".join(sorted(c))
+            raise ValueError(f"Unknown objective field {k!r} for loss {loss!r}; known: {known}.")
+        c[k] = v
+    return c
+
+
+def rename(metrics: Mapping[str, jax.Array], x: str, y: str) -> dict[str, jax.Array]:
+    """loss_x2y -> loss_image_to_text, acc_y2x -> acc_text_to_image."""
+    out = {}
+    for k, v in metrics.items():
+        out[k.replace("x2y", f"{x}_to_{y}").replace("y2x", f"{y}_to_{x}")] = v
+    return out
+
+
+class Objective:
+    """The weighted sum of every term of `config.objectives`, over the global batch."""
+
+    def __init__(self, objectives: ml_collections.ConfigDict, mesh: Mesh):
+        self.terms: list[Term] = []
+        self._sharded = {}
+        for name, c in objectives.items():
+            if len(c.modalities) != 2:
+                raise ValueError(
+                    f"config.objectives.{name}.modalities must name two modalities, got"
+                    f" {tuple(c.modalities)}."
+                )
+            loss = get_loss(c.loss, c)
+            unknown = [i for i in loss.inputs if i not in INPUTS]
+            if unknown:
+                raise ValueError(f"Loss {c.loss!r} takes inputs {unknown} that no term provides.")
+            term = Term(name, c.modalities[0], c.modalities[1], float(c.weight), loss, c)
+            self.terms.append(term)
+            self._sharded[name] = sharded_loss(loss, mesh)
+        if not self.terms:
+            raise ValueError("config.objectives is empty: add at least one term.")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Every modality some term reads, in order of first use."""
+        return tuple(dict.fromkeys(m for t in self.terms for m in (t.x, t.y)))
+
+    @property
+    def token_modalities(self) -> tuple[str, ...]:
+        """Modalities whose per-token outputs some term needs."""
+        out = []
+        for t in self.terms:
+            for i in t.loss.inputs:
+                if i in TOKEN_INPUTS:
+                    out.append(t.x if i.startswith("x_") else t.y)
+        return tuple(dict.fromkeys(out))
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        """Batch entries besides the towers' inputs that the terms read (labels)."""
+        keys = []
+        for t in self.terms:
+            for side in ("x", "y"):
+                if f"{side}_labels" in t.loss.inputs:
+                    keys.append(t.label_key(side))
+        return tuple(dict.fromkeys(keys))
+
+    def __call__(
+        self,
+        outputs: Outputs,
+        logits: Mapping[str, tuple[jax.Array, jax.Array]],
+        batch: Mapping[str, jax.Array],
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(total loss, metrics): each term's loss, its metrics, scale and bias."""
+        total = jnp.zeros((), jnp.float32)
+        metrics = {}
+        for t in self.terms:
+            scale, bias = logits[t.name]
+            inputs = {i: INPUTS[i](t, outputs, batch) for i in t.loss.inputs}
+            x, y = outputs[t.x]["embedding"], outputs[t.y]["embedding"]
+            loss, m = self._sharded[t.name](x, y, scale, bias, **inputs)
+            total = total + t.weight * loss
+            named = rename(m, t.x, t.y)
+            metrics |= {f"{t.name}/{k}": v for k, v in named.items()}
+            metrics |= {f"{t.name}/loss": loss, f"{t.name}/scale": scale, f"{t.name}/bias": bias}
+        return total, metrics

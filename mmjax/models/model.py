@@ -1,0 +1,169 @@
+"""The multi-tower model: one tower per modality, and each objective term's logit scale.
+
+`config.model.towers` maps modality names to tower configs (their `type` picks the code,
+models/registry.py); a tower with `share` set reuses another modality's tower (two
+augmented views of one image, say). Each term of `config.objectives` owns a learned
+log-scale t (scale = exp(t), clamped to [0, log max_scale] after each update, as open_clip
+does; see `clamp_temperatures`) and, for sigmoid-style losses, a learned bias b.
+
+Parameters: {modality: tower params, ..., "objectives": {term: {"t", "b"?}}}.
+"""
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax.models.registry import TOWERS
+
+OBJECTIVES_KEY = "objectives"  # the parameters of the objective terms; not a modality name
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitInit:
+    """Initial log-scale and bias of one objective term, and the cap of its scale."""
+
+    temperature_init: float = math.log(1 / 0.07)
+    max_scale: float = 100.0
+    bias_init: float | None = None
+
+
+class LogitParams(nn.Module):
+    """The learned (scale, bias) of one term: scale = exp(t), bias = b or 0."""
+
+    init: LogitInit
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        t = self.param("t", nn.initializers.constant(self.init.temperature_init), (), jnp.float32)
+        bias = jnp.zeros((), jnp.float32)
+        if self.init.bias_init is not None:
+            bias = self.param("b", nn.initializers.constant(self.init.bias_init), (), jnp.float32)
+        return jnp.exp(t), bias
+
+
+class TermLogits(nn.Module):
+    """Every term's `LogitParams`, nested under the term's name."""
+
+    terms: Sequence[tuple[str, LogitInit]]
+
+    @nn.compact
+    def __call__(self) -> dict[str, tuple[jax.Array, jax.Array]]:
+        return {name: LogitParams(init, name=name)() for name, init in self.terms}
+
+
+def modality_keys(keys: jax.Array, modality: str) -> jax.Array:
+    """Per-example keys for one modality: folded with a stable id of its name, so that a
+    modality's randomness does not depend on which others are present."""
+    salt = zlib.crc32(modality.encode()) & 0x7FFFFFFF
+    return jax.vmap(lambda k: jax.random.fold_in(k, salt))(keys)
+
+
+class Model(nn.Module):
+    """Towers by modality, plus the logit parameters of every objective term.
+
+    `towers`: ((modality, Tower factory), ...); `shares`: ((modality, modality whose
+    tower it uses), ...); `terms`: ((term, LogitInit), ...).
+    """
+
+    towers: Sequence[tuple[str, Any]]
+    shares: Sequence[tuple[str, str]] = ()
+    terms: Sequence[tuple[str, LogitInit]] = ()
+
+    def setup(self) -> None:
+        self._towers = {name: build(name=name) for name, build in self.towers}
+        self._logits = TermLogits(self.terms, name=OBJECTIVES_KEY)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.towers) + tuple(n for n, _ in self.shares)
+
+    def tower_of(self, modality: str) -> nn.Module:
+        owner = dict(self.shares).get(modality, modality)
+        if owner not in self._towers:
+            raise ValueError(f"No tower for modality {modality!r}; towers: {self.modalities}.")
+        return self._towers[owner]
+
+    def encode(
+        self,
+        modality: str,
+        x: jax.Array,
+        keys: jax.Array | None = None,
+        train: bool = False,
+        with_tokens: bool = False,
+    ) -> dict[str, jax.Array]:
+        """One modality's outputs: "features", "embedding" (and "tokens", "token_mask")."""
+        return self.tower_of(modality)(x, keys=keys, train=train, with_tokens=with_tokens)
+
+    def embed(self, modality: str, x: jax.Array) -> jax.Array:
+        """The normalised joint-space embedding of `x` (evaluation)."""
+        return self.encode(modality, x)["embedding"]
+
+    def features(self, modality: str, x: jax.Array) -> jax.Array:
+        """The pooled features before the projection (linear probes, kNN)."""
+        return self.encode(modality, x)["features"]
+
+    def logit_params(self) -> dict[str, tuple[jax.Array, jax.Array]]:
+        """{term: (scale, bias)}."""
+        return self._logits()
+
+    def __call__(
+        self,
+        inputs: Mapping[str, jax.Array],
+        keys: jax.Array | None = None,
+        train: bool = False,
+        with_tokens: Sequence[str] = (),
+    ) -> dict[str, dict[str, jax.Array]]:
+        """{modality: outputs} for every modality of `inputs` that has a tower.
+
+        `keys`: one PRNG key per example ([B]); each modality draws from its own fold.
+        """
+        out = {}
+        for modality in (m for m in self.modalities if m in inputs):
+            k = None if keys is None else modality_keys(keys, modality)
+            out[modality] = self.encode(
+                modality, inputs[modality], k, train, modality in with_tokens
+            )
+        self.logit_params()  # so that init creates every term's parameters
+        return out
+
+
+def build_model(
+    model_config: ml_collections.ConfigDict, objectives: ml_collections.ConfigDict | None = None
+) -> Model:
+    """The model of `config.model`, with logit parameters for `config.objectives`."""
+    towers, shares = [], []
+    for name, c in model_config.towers.items():
+        if name == OBJECTIVES_KEY:
+            raise ValueError(f"{OBJECTIVES_KEY!r} is reserved; rename config.model.towers.{name}.")
+        if c.share:
+            shares.append((name, c.share))
+        else:
+            towers.append((name, TOWERS.get(c.type).build(c, model_config)))
+    terms = [
+        (name, LogitInit(t.temperature_init, t.max_scale, t.bias_init))
+        for name, t in (objectives or {}).items()
+    ]
+    return Model(tuple(towers), tuple(shares), tuple(terms))
+
+
+def clamp_temperatures(params: dict, objectives: ml_collections.ConfigDict) -> dict:
+    """t clamped to [0, log max_scale] in place of open_clip's `logit_scale.clamp_`.
+
+    Applied after each update, so the gradient of t keeps flowing below the cap (a
+    `min(exp(t), cap)` in the forward pass would stop it for good once the cap is hit).
+    """
+    logits = params.get(OBJECTIVES_KEY)
+    if not logits:
+        return params
+    clamped = {
+        term: {**p, "t": jnp.clip(p["t"], 0.0, math.log(objectives[term].max_scale))}
+        for term, p in logits.items()
+    }
+    return {**params, OBJECTIVES_KEY: clamped}

@@ -1,0 +1,141 @@
+"""A tower: a modality's stem, the shared Transformer encoder, pooling, a projection.
+
+Only the stem knows the modality (patchify an image or a spectrogram, embed tokens, cut a
+sensor trace into windows); it returns `Tokens`, with position embeddings added. The rest
+is the same for every modality: a pre-LN encoder (`layers.Encoder`), a final LayerNorm,
+pooling to one vector, and a linear map into the joint space, L2-normalised.
+"""
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax.models import layers
+
+POOLS = ("cls", "gap", "map", "index")
+
+
+class Tokens(NamedTuple):
+    """What a stem hands to the encoder."""
+
+    x: jax.Array  # [B, N, W], position embeddings added
+    mask: jax.Array | None = None  # [B, N] True for real tokens; None: all are
+    causal: bool = False  # causal self-attention (CLIP's text tower)
+    pool_index: jax.Array | None = None  # [B] the token pool="index" takes (text EOT)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
+
+
+def attention_mask(t: Tokens) -> jax.Array | None:
+    """[B, 1, N, N] bool from the stem's padding mask and causality, or None for full."""
+    n = t.x.shape[1]
+    mask = None
+    if t.causal:
+        mask = jnp.tril(jnp.ones((n, n), bool))[None, None]
+    if t.mask is not None:
+        pad = t.mask[:, None, :, None] & t.mask[:, None, None, :]
+        mask = pad if mask is None else mask & pad
+    return mask
+
+
+class Tower(nn.Module):
+    """stem -> encoder -> norm -> pool -> projection; outputs a dict of named arrays.
+
+    `pool`: "cls" (first token, the stem's class token), "gap" (mean of the real tokens),
+    "map" (attention pooling), "index" (the token at `Tokens.pool_index`).
+    Outputs: "features" (pooled, before the projection: what linear probes use),
+    "embedding" (projected, L2-normalised) and, with `with_tokens`, "tokens" (every
+    token projected and normalised, for token-wise objectives) and "token_mask".
+    """
+
+    stem: nn.Module
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    embed_dim: int
+    pool: str = "cls"
+    proj_bias: bool = False
+    act: str = "gelu"
+    dtype: layers.Dtype = jnp.float32
+    remat: str = "none"
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        keys: jax.Array | None = None,
+        train: bool = False,
+        with_tokens: bool = False,
+    ) -> dict[str, jax.Array]:
+        """`keys`: one PRNG key per example ([B], or None): every random choice of a stem
+        (masking, augmentation) is drawn from its example's key alone."""
+        t = self.stem(x, keys=keys, train=train)
+        h = layers.Encoder(
+            self.depth,
+            self.num_heads,
+            self.mlp_dim,
+            self.act,
+            self.dtype,
+            self.remat,
+            name="encoder",
+        )(t.x, attention_mask(t))
+        norm = layers.layer_norm(self.dtype, "norm")
+        proj = nn.Dense(
+            self.embed_dim,
+            use_bias=self.proj_bias,
+            kernel_init=layers.dense_init(("embed", "joint")),
+            bias_init=layers.zeros_init(("joint",)),
+            name="proj",
+        )
+        features = self._pool(h, t, norm)
+        out = {"features": features, "embedding": l2_normalize(proj(features))}
+        if with_tokens:
+            out["tokens"] = l2_normalize(proj(norm(h)))
+            out["token_mask"] = jnp.ones(h.shape[:2], bool) if t.mask is None else t.mask
+        return out
+
+    def _pool(self, h: jax.Array, t: Tokens, norm: nn.Module) -> jax.Array:
+        if self.pool == "cls":
+            return norm(h[:, 0])
+        if self.pool == "gap":
+            if t.mask is None:
+                return norm(h.mean(axis=1))
+            w = t.mask[..., None].astype(h.dtype)
+            return norm((h * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1))
+        if self.pool == "map":
+            head = layers.MAPHead(self.num_heads, self.mlp_dim, self.act, self.dtype, name="map")
+            return head(norm(h), t.mask)
+        if self.pool == "index":
+            return norm(jnp.take_along_axis(h, t.pool_index[:, None, None], axis=1)[:, 0])
+        raise ValueError(f"Unknown pool {self.pool!r}; use one of {POOLS}.")
+
+
+def tower(
+    stem: nn.Module,
+    tower_config: ml_collections.ConfigDict,
+    model_config: ml_collections.ConfigDict,
+    **encoder: Any,
+) -> functools.partial:
+    """A `Tower` factory (call it with `name=`): `encoder` gives depth, num_heads, mlp_dim
+    and pool; dtype, remat and the projection come from the configs."""
+    return functools.partial(
+        Tower,
+        stem=stem,
+        embed_dim=model_config.embed_dim,
+        proj_bias=model_config.proj_bias,
+        act=model_config.act,
+        dtype=tower_dtype(tower_config, model_config),
+        remat=tower_config.remat or model_config.remat,
+        **encoder,
+    )
+
+
+def tower_dtype(tower_config: ml_collections.ConfigDict, model_config) -> jnp.dtype:
+    return jnp.dtype(tower_config.dtype or model_config.dtype)
