@@ -55,7 +55,7 @@ class Stats(NamedTuple):
 
 
 class Residual(NamedTuple):
-    """What the backward pass needs per row: the slopes of a block are `slopes(...)`."""
+    """Per-row values from which `slopes` rebuilds a block of d(row loss)/d(logit)."""
 
     neg_max: jax.Array  # finite
     neg_coef: jax.Array  # sigma / n_N (0 without negatives)
