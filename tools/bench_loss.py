@@ -36,7 +36,10 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from mmjax.losses import get_loss, sharded_loss  # noqa: E402
 from mmjax.parallel.mesh import BATCH_AXES, make_mesh  # noqa: E402
 
-VARIANTS = "softmax,softmax_ring,sigmoid,sigmoid_ring"
+VARIANTS = "softmax,softmax_ring,sigmoid,sigmoid_ring,multi_positive,multi_positive_ring"
+# Per-example inputs a loss may declare, and their dtype; the labels of the multi-positive
+# losses are timed as random classes of 4 rows on average.
+INPUT_DTYPES = {"x_labels": jnp.int32, "y_labels": jnp.int32}
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,7 +62,16 @@ def parse_args() -> argparse.Namespace:
 def loss_and_grads(name: str, mesh: jax.sharding.Mesh, options: dict):
     """jit(value_and_grad) of a loss over the mesh, wrt image, text, scale and bias."""
     loss = sharded_loss(get_loss(name, options), mesh)
-    return jax.jit(jax.value_and_grad(lambda *a: loss(*a), argnums=(0, 1, 2, 3), has_aux=True))
+    vg = jax.value_and_grad(lambda *a, **kw: loss(*a, **kw), argnums=(0, 1, 2, 3), has_aux=True)
+    return jax.jit(vg)
+
+
+def input_names(name: str) -> tuple[str, ...]:
+    """The per-example inputs loss `name` declares (all must be in INPUT_DTYPES)."""
+    names = get_loss(name).inputs
+    if unknown := set(names) - set(INPUT_DTYPES):
+        raise SystemExit(f"{name}: no bench input for {sorted(unknown)}")
+    return names
 
 
 def mesh_of(n_dev: int) -> jax.sharding.Mesh:
@@ -73,8 +85,12 @@ def temp_bytes(name: str, batch: int, width: int, n_dev: int, options: dict) -> 
         (batch, width), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec(BATCH_AXES))
     )
     scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
-    compiled = loss_and_grads(name, mesh, options).lower(emb, emb, scalar, scalar).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
+    inputs = {
+        k: jax.ShapeDtypeStruct((batch,), INPUT_DTYPES[k], sharding=emb.sharding)
+        for k in input_names(name)
+    }
+    lowered = loss_and_grads(name, mesh, options).lower(emb, emb, scalar, scalar, **inputs)
+    return int(lowered.compile().memory_analysis().temp_size_in_bytes)
 
 
 def time_calls(names: list[str], batch: int, width: int, n_dev: int, args) -> dict:
@@ -88,14 +104,18 @@ def time_calls(names: list[str], batch: int, width: int, n_dev: int, args) -> di
         return jax.device_put(x / np.linalg.norm(x, axis=1, keepdims=True), sharding)
 
     inputs = (embeddings(), embeddings(), jnp.float32(10.0), jnp.float32(-10.0))
+    labels = jax.device_put(
+        rng.integers(0, max(batch // 4, 1), size=batch, dtype=np.int32), sharding
+    )
     fns = {name: loss_and_grads(name, mesh, options(args)) for name in names}
-    for fn in fns.values():
-        jax.block_until_ready(fn(*inputs))  # compile and warm up
+    extra = {name: {k: labels for k in input_names(name)} for name in names}
+    for name, fn in fns.items():
+        jax.block_until_ready(fn(*inputs, **extra[name]))  # compile and warm up
     times = {name: [] for name in names}
     for _ in range(args.repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            jax.block_until_ready(fn(*inputs))
+            jax.block_until_ready(fn(*inputs, **extra[name]))
             times[name].append(time.perf_counter() - start)
     return times
 

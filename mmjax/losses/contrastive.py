@@ -25,13 +25,22 @@ def local_offset(b_local: int, axis_name: AxisName) -> jax.Array:
 def _row_terms(
     queries: jax.Array, keys: jax.Array, scale: jax.Array, offset: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-row InfoNCE loss and correctness for queries against all keys."""
-    # The scale goes into one operand before the matmul (see FIELD-NOTES: numerics).
+    """Per-row InfoNCE loss and correctness for queries against all keys.
+
+    The loss is softplus(lse_negatives - positive), not lse_all - positive: the latter
+    subtracts two logits of ~scale that agree to the loss, so at scale 100 a loss below
+    ~1e-6 drowns in their rounding, and autodiff's p_ii - 1 rounds to 0. In this form the
+    positive's gradient is -sigmoid(lse_negatives - positive), exact however small.
+    """
+    # The scale goes into one operand before the matmul: with `s * (x @ y.T)` XLA fused
+    # the multiply into the exp and the logsumexp came out below the positive logit.
     logits = (queries * scale) @ keys.T
-    rows = jnp.arange(queries.shape[0])
-    positive = logits[rows, offset + rows]
-    loss = jax.nn.logsumexp(logits, axis=-1) - positive
-    correct = jnp.argmax(logits, axis=-1) == offset + rows
+    target = offset + jnp.arange(queries.shape[0])
+    is_positive = target[:, None] == jnp.arange(keys.shape[0])[None, :]
+    positive = jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
+    negatives = jax.nn.logsumexp(jnp.where(is_positive, -jnp.inf, logits), axis=-1)
+    loss = jax.nn.softplus(negatives - positive)
+    correct = jnp.argmax(logits, axis=-1) == target
     return loss, correct
 
 

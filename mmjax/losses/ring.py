@@ -1,4 +1,5 @@
-"""The ring traversal shared by the exact blockwise losses (`softmax_ring`, `sigmoid_ring`).
+"""The ring traversal shared by the exact blockwise losses (`softmax_ring`, `sigmoid_ring`,
+`multi_positive_ring`).
 
 Every device keeps its own rows of one modality (the "queries") and sees every row of the
 other modality pass by: its own rows are cut into chunks, and each chunk travels once round
@@ -57,27 +58,31 @@ def ring_fold(
     tile: int,
     chunk: int,
     axis_name: AxisName,
+    local_cols: int | None = None,
 ) -> Carry:
     """Folds `tile_fn` over every (local query tile, global column chunk) pair.
 
     For each local chunk start `c0`: `depart(carry, c0)` builds what travels, a tuple
     (the chunk's rows, then its column state); after a full circle it is home again and
     `arrive(carry, c0, travel)` stores it. `carry` holds the per-query state and must be
-    device-varying (see FIELD-NOTES: `jax.lax.pcast(..., to='varying')`).
+    device-varying (`jax.lax.pcast(..., to='varying')`, see `varying`). `local_batch` is
+    the number of local query rows, `local_cols` that of local column rows (default: the
+    same; they differ when, say, each image has K captions).
     """
+    n_cols = local_batch if local_cols is None else local_cols
     n_dev = jax.lax.axis_size(axis_name)
     me = jax.lax.axis_index(axis_name)
     n_tiles = -(-local_batch // tile)
-    n_chunks = -(-local_batch // chunk)
+    n_chunks = -(-n_cols // chunk)
     perm = [(i, (i + 1) % n_dev) for i in range(n_dev)]
 
     def chunk_body(c: jax.Array, carry: Carry) -> Carry:
-        c0, col_new = _ragged_start(c, chunk, local_batch)
+        c0, col_new = _ragged_start(c, chunk, n_cols)
         travel = depart(carry, c0)
 
         def stop_body(k: jax.Array, state: tuple[Carry, Travel]) -> tuple[Carry, Travel]:
             src = (me - k) % n_dev  # where the visiting chunk comes from
-            cols = src * local_batch + c0 + jnp.arange(chunk)
+            cols = src * n_cols + c0 + jnp.arange(chunk)
             # The chunk's rows leave for the next stop before they are scored here, so that
             # the transfer can overlap the compute; the state it updates leaves after.
             ahead = jax.lax.ppermute(state[1][0], axis_name, perm) if n_dev > 1 else None
