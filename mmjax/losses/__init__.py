@@ -16,6 +16,7 @@ from mmjax.losses import (
     filip,  # noqa: F401
     sigmoid,  # noqa: F401
     sigmoid_ring,  # noqa: F401
+    soft_targets,  # noqa: F401
     softmax_ring,  # noqa: F401
 )
 from mmjax.losses.registry import LOSSES, get_loss, sharded_loss
