@@ -128,7 +128,7 @@ def _forward(xt, yt, mx, my, s, axis_name, tile, chunk):
     top = jax.lax.pmax(cm, axis_name)
     shift = jnp.where(jnp.isfinite(top), top, 0.0)
     cn = jax.lax.psum(cn * jnp.exp(cm - shift), axis_name)
-    # The positive of column j (text j) is the pair (j, j), scored on j's own device.
+    # The positive of column j is the pair (x_j, y_j), scored on the device that holds both.
     return _finish((rm, rn), rpos), _finish((top, cn), gather(cpos, axis_name))
 
 

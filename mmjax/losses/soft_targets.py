@@ -87,7 +87,7 @@ TARGETS: dict[str, tuple[str, Weights]] = {
 def _direction(queries, keys, scale, sim, allowed, diag, alpha, temperature, weights: Weights):
     """Per-row soft-target cross-entropy and top-1 correctness of queries against all keys;
     `diag` marks each row's own pair."""
-    logits = (queries * scale) @ keys.T  # the scale in one operand (FIELD-NOTES: numerics)
+    logits = (queries * scale) @ keys.T  # scale in one operand before the matmul, as `softmax`
     w = weights(sim, allowed, diag, temperature)
     total = w.sum(axis=1, keepdims=True)
     q = jnp.where(total > 0, w / jnp.where(total > 0, total, 1.0), diag.astype(w.dtype))
