@@ -13,10 +13,13 @@ float32, and identical on every device; metrics likewise, named `loss_x2y`, `acc
 
 from mmjax.losses import (
     contrastive,  # noqa: F401  (registers losses)
+    filip,  # noqa: F401
+    matryoshka,  # noqa: F401
     multi_positive,  # noqa: F401
     multi_positive_ring,  # noqa: F401
     sigmoid,  # noqa: F401
     sigmoid_ring,  # noqa: F401
+    soft_targets,  # noqa: F401
     softmax_ring,  # noqa: F401
 )
 from mmjax.losses.objectives import Objective, term_config
