@@ -276,3 +276,8 @@ def test_each_modality_carries_the_class(data, modality, one_blas_thread):
     noise = [features(noise_like(d[modality], rng)) for d in (train, held_out)]
     chance = held_out_accuracy(noise[0], train["label"], noise[1], held_out["label"])
     assert chance < 0.12, f"{modality}: {chance:.3f} on noise"
+
+
+def test_a_sample_rate_too_low_for_the_pitches_fails():
+    with pytest.raises(ValueError, match="sample_rate"):
+        MultimodalSyntheticSource(modalities=("audio",), sample_rate=1000)

@@ -70,18 +70,22 @@ class Draws:
         return (self.bits(stream, shape) % np.uint64(n)).astype(np.int64)
 
     def normal(self, stream: str, shape: tuple[int, ...] = ()) -> np.ndarray:
-        """float64 [B, *shape] standard normal (Box-Muller)."""
+        """float64 [B, *shape] standard normal."""
         u = self.uniform(stream, (2, *shape))
-        return np.sqrt(-2 * np.log1p(-u[:, 0])) * np.cos(2 * np.pi * u[:, 1])
-
-    def window(self, stream: str, bank: "NoiseBank", shape: tuple[int, ...]) -> np.ndarray:
-        """[B, *shape]: for each example, the bank's elements from an offset of its own."""
-        windows = bank.windows(math.prod(shape))
-        return windows[self.integers(stream, len(windows))].reshape(len(self), *shape)
+        return gaussian(u[:, 0], u[:, 1])
 
     def noise(self, stream: str, shape: tuple[int, ...]) -> np.ndarray:
         """float32 [B, *shape] standard normal noise: a window of the Gaussian bank."""
-        return self.window(stream, GAUSSIAN, shape)
+        return GAUSSIAN.read(self.uniform(stream), shape)
+
+
+def gaussian(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """Standard normals from pairs of uniforms in [0, 1) (Box-Muller).
+
+    Renderers draw all their numbers as one block of uniforms (one hash pass, which for
+    a single example costs more than the arithmetic) and turn some into normals here.
+    """
+    return np.sqrt(-2 * np.log1p(-u1)) * np.cos(2 * np.pi * u2)
 
 
 class NoiseBank:
@@ -103,6 +107,13 @@ class NoiseBank:
                 self._arrays[length] = array
             self._windows[n] = sliding_window_view(self._arrays[length], n)
         return self._windows[n]
+
+    def read(self, u: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """[B, *shape]: for each example, the bank's elements from an offset chosen by its
+        uniform `u` [B] in [0, 1)."""
+        windows = self.windows(math.prod(shape))
+        offsets = (u * len(windows)).astype(np.int64)
+        return windows[offsets].reshape(len(u), *shape)
 
 
 # Standard normal float32 (16 MiB; about 50 ms to make).

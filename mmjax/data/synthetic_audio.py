@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from mmjax.data.counter_rng import Draws
+from mmjax.data.counter_rng import GAUSSIAN, Draws
 from mmjax.data.synthetic import COLOURS, SHAPES, per_kind
 
 # Colour -> fundamental in Hz (G3, B3, D#4, G4, B4).
@@ -85,6 +85,11 @@ def wavetables(sample_rate: int) -> np.ndarray:
     Harmonics that could pass 0.9 of the Nyquist frequency (with the pitch jitter) are left
     out, so nothing aliases.
     """
+    highest = max(PITCHES.values()) * (1 + PITCH_JITTER)
+    if sample_rate <= 2 * highest:
+        raise ValueError(
+            f"sample_rate {sample_rate} Hz is too low for pitches up to {highest:.0f} Hz."
+        )
     x = np.arange(_TABLE) / _TABLE
     tables = []
     for shape in SHAPES:
@@ -100,7 +105,8 @@ def render(draws: Draws, label: np.ndarray, sample_rate: int, seconds: float) ->
     """float32 [B, samples] waveforms in [-1, 1] of classes `label` (indices of CLASS_NAMES)."""
     shape, colour = label // len(COLOURS), label % len(COLOURS)
     samples = round(sample_rate * seconds)
-    u = draws.uniform("audio", (6,))
+    tables = wavetables(sample_rate)  # first: it checks the rate is high enough
+    u = draws.uniform("audio", (7,))
     pitch = np.asarray(list(PITCHES.values()))[colour] * (1 + PITCH_JITTER * (2 * u[:, 0] - 1))
     # Sample i reads the wavetable at (pitch * i / rate + a random phase) periods, kept as
     # uint16 fixed point (_TABLE << 5 to the period): uint16 arithmetic wraps round the
@@ -108,11 +114,11 @@ def render(draws: Draws, label: np.ndarray, sample_rate: int, seconds: float) ->
     one = _TABLE << 5
     step = np.rint(pitch * one / sample_rate).astype(np.uint16)
     position = (np.arange(samples) & 0xFFFF).astype(np.uint16) * step[:, None]
-    position += np.rint(u[:, 1] * one).astype(np.uint16)[:, None]
+    position += np.floor(u[:, 1] * one).astype(np.uint16)[:, None]  # u < 1: below 2^16
     position >>= 5
     index = position.astype(np.intp)
     index += _TABLE * label[:, None]
-    wave = wavetables(sample_rate)[index]
+    wave = tables[index]
 
     # The envelope, at 1 kHz (a 1 ms hold: the rhythms are far slower): tau is the time
     # since the onset, at the example's tempo; the loudness goes in with it.
@@ -126,7 +132,7 @@ def render(draws: Draws, label: np.ndarray, sample_rate: int, seconds: float) ->
     wave *= np.repeat(envelope, hold, axis=1)[:, :samples]
 
     noise_level = loudness * 10 ** (-(10 + 20 * u[:, 5]) / 20)  # 10 to 30 dB below the peak
-    noise = draws.noise("audio/noise", (samples,))
+    noise = GAUSSIAN.read(u[:, 6], (samples,))
     noise *= noise_level.astype(np.float32)[:, None]
     wave += noise
     return np.clip(wave, -1, 1, out=wave)

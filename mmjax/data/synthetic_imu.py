@@ -11,7 +11,7 @@ of the sensor (up to 15 degrees: the gravity direction), sensor bias and white n
 
 import numpy as np
 
-from mmjax.data.counter_rng import Draws
+from mmjax.data.counter_rng import GAUSSIAN, Draws, gaussian
 from mmjax.data.synthetic import COLOURS, SHAPES, per_kind
 
 GRAVITY = 9.81  # m/s^2
@@ -88,20 +88,22 @@ def render(draws: Draws, label: np.ndarray, rate: int, seconds: float) -> np.nda
     """float32 [B, T, 6] IMU windows (accelerometer m/s^2, gyroscope rad/s) of `label`."""
     shape, colour = label // len(COLOURS), label % len(COLOURS)
     t = np.arange(round(rate * seconds)) / rate
-    u = draws.uniform("imu", (11,))  # frequency, phase, amplitude, tilt, noise, axis phases
+    # Frequency, phase, amplitude, tilt, noise level, 6 axis phases, the noise's offset, and
+    # 9 normals (tilt axis, sensor bias).
+    u = draws.uniform("imu", (30,))
     frequency = np.asarray(list(FREQUENCIES.values()))[colour]
     omega = 2 * np.pi * frequency * (1 + FREQUENCY_JITTER * (2 * u[:, 0] - 1))
     theta = omega[:, None] * t + 2 * np.pi * u[:, 1:2]
     amplitude = 2.0 + 3.0 * u[:, 2:3]
-    phases = 2 * np.pi * u[:, 5:]
+    phases = 2 * np.pi * u[:, 5:11]
     motion = per_kind(shape, tuple(MOTIONS.values()), theta, omega[:, None], amplitude, phases)
 
-    z = draws.normal("imu/normal", (9,))  # tilt axis, sensor bias
+    z = gaussian(u[:, 12:21], u[:, 21:30])
     axis = z[:, :3] / np.linalg.norm(z[:, :3], axis=1, keepdims=True)
     tilt = _rotations(axis, MAX_TILT * u[:, 3])
     # The sensor's frame is the device's turned by `tilt`: v_sensor = tilt^T v_device.
     motion = np.concatenate([motion[..., :3] @ tilt, motion[..., 3:] @ tilt], -1)
     scale = np.array([0.1] * 3 + [0.02] * 3)  # bias and noise scales: m/s^2, rad/s
     noise_level = scale * (0.5 + 1.5 * u[:, 4, None, None])
-    motion += scale * z[:, None, 3:] + noise_level * draws.noise("imu/noise", (len(t), 6))
+    motion += scale * z[:, None, 3:] + noise_level * GAUSSIAN.read(u[:, 11], (len(t), 6))
     return motion.astype(np.float32)

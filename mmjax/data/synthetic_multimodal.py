@@ -108,24 +108,24 @@ GREY = NoiseBank(
 
 
 def _look(
-    examples: Examples, name: str, shape: tuple[int, ...]
+    examples: Examples, u: np.ndarray, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A drawn shape's radius [B] (its size within 10%), colour uint8 [B, 3] (each channel
-    within 20 levels of the class colour) and uint8 background [B, *shape] (noisy grey)."""
-    d = examples.draws
-    u = d.uniform(name, (5,)).astype(np.float32)
+    within 20 levels of the class colour) and uint8 background [B, *shape] (noisy grey),
+    from 6 uniforms [B, 6] per example."""
     r = _RADII[examples.size] * (0.9 + 0.2 * u[:, 0])
     rgb = np.rint(_PALETTE[examples.colour] + 40 * u[:, 1:4] - 20).astype(np.uint8)
     grey = np.rint(80 * u[:, 4]).astype(np.uint8).reshape(-1, *(1,) * len(shape))
-    return r, rgb, d.window(f"{name}/noise", GREY, shape) + grey
+    return r, rgb, GREY.read(u[:, 5], shape) + grey
 
 
 @register("image")
 def image(source: "MultimodalSyntheticSource", examples: Examples) -> np.ndarray:
     """uint8 [B, S, S, 3]: the shape at its captioned size and position (synthetic.py)."""
     n = source.image_size
-    r, rgb, background = _look(examples, "image", (n, n, 3))
-    offset = examples.draws.uniform("image/offset", (2,), -0.04, 0.04).astype(np.float32)
+    u = examples.draws.uniform("image", (8,))
+    r, rgb, background = _look(examples, u, (n, n, 3))
+    r, offset = r.astype(np.float32), (0.08 * u[:, 6:8] - 0.04).astype(np.float32)
     centre = np.clip(_CENTRES[examples.position] + offset, r[:, None], 1 - r[:, None])
     return draw_shapes(examples.shape, centre[:, 0], centre[:, 1], r, rgb, background)
 
@@ -135,12 +135,13 @@ def video(source: "MultimodalSyntheticSource", examples: Examples) -> np.ndarray
     """uint8 [B, F, S, S, 3]: the shape moving at constant speed from a random start to a
     random end (so in a random direction at a random speed), on fresh noise every frame."""
     n, frames = source.video_size, source.video_frames
-    r, rgb, background = _look(examples, "video", (frames, n, n, 3))
-    ends = examples.draws.uniform("video/path", (2, 1, 2)).astype(np.float32)  # start, end
-    ends = r[:, None, None, None] + (1 - 2 * r[:, None, None, None]) * ends
+    u = examples.draws.uniform("video", (10,))
+    r, rgb, background = _look(examples, u, (frames, n, n, 3))
+    r = r.astype(np.float32)[:, None]  # [B, 1]: the same in every frame
+    start, end = (r + (1 - 2 * r) * u[:, k : k + 2].astype(np.float32) for k in (6, 8))
     progress = np.linspace(0, 1, frames, dtype=np.float32)[None, :, None]
-    centre = ends[:, 0] + (ends[:, 1] - ends[:, 0]) * progress  # [B, F, 2]
-    shapes, r = examples.shape[:, None], r[:, None]
+    centre = start[:, None] + (end - start)[:, None] * progress  # [B, F, 2]
+    shapes = examples.shape[:, None]
     return draw_shapes(shapes, centre[..., 0], centre[..., 1], r, rgb[:, None], background)
 
 
@@ -213,6 +214,8 @@ class MultimodalSyntheticSource:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         for name in self.modalities:
             MODALITIES.get(name)  # fails early, naming the known ones
+        if "audio" in self.modalities:
+            synthetic_audio.wavetables(self.sample_rate)  # fails early for too low a rate
 
     def __len__(self) -> int:
         return self.num_examples
