@@ -16,7 +16,7 @@ import ml_collections
 
 from mmjax.models import layers
 from mmjax.models.registry import register_tower
-from mmjax.models.signals import span_mask, standardize
+from mmjax.models.signals import spans, standardize
 from mmjax.models.spectrogram import MelConfig, log_mel
 from mmjax.models.tower import Tokens, tower
 from mmjax.models.vit import add_position_embeddings, encoder_size, vit_size
@@ -38,9 +38,9 @@ class SpecAugment:
 
     def mask(self, key: jax.Array, frames: int, bins: int) -> jax.Array:
         """bool [frames, bins], True where one example's spectrogram is masked."""
-        k_time, k_freq = jax.random.split(key)
-        time = span_mask(k_time, frames, self.time_masks, self.time_mask_width)
-        freq = span_mask(k_freq, bins, self.freq_masks, self.freq_mask_width)
+        u = jax.random.uniform(key, (self.time_masks + self.freq_masks, 2))
+        time = spans(u[: self.time_masks], frames, self.time_mask_width)
+        freq = spans(u[self.time_masks :], bins, self.freq_mask_width)
         return time[:, None] | freq[None, :]
 
 

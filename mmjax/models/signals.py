@@ -27,19 +27,23 @@ def standardize(x: jax.Array, how: str, mean, std, axes: tuple[int, ...]) -> jax
     raise ValueError(f"Unknown normalisation {how!r}; use one of {NORMALIZATIONS}.")
 
 
-def span_mask(key: jax.Array, length: int, count: int, max_width: int) -> jax.Array:
-    """bool [length], True inside `count` spans (they may overlap), each of a width drawn
-    uniformly from 0..max_width (clipped to `length`) at a start drawn uniformly among
-    those that keep it inside, as SpecAugment does (Park et al. 2019, section 2)."""
+def spans(u: jax.Array, length: int, max_width: int) -> jax.Array:
+    """bool [length], True inside one span per row of uniform draws `u` [count, 2] (the
+    spans may overlap): its width uniform in 0..max_width (clipped to `length`), its start
+    uniform among those that keep it inside, as SpecAugment draws them (Park et al. 2019,
+    section 2)."""
+    max_width = max(min(max_width, length), 0)
+    width = jnp.minimum(jnp.floor(u[:, 0] * (max_width + 1)), max_width).astype(jnp.int32)
+    start = jnp.floor(u[:, 1] * (length - width + 1)).astype(jnp.int32)
+    start = jnp.minimum(start, length - width)
     positions = jnp.arange(length)
-    if count <= 0 or max_width <= 0:
-        return jnp.zeros((length,), bool)
-    max_width = min(max_width, length)
+    inside = (positions >= start[:, None]) & (positions < (start + width)[:, None])
+    return inside.any(axis=0)
 
-    def one(k: jax.Array) -> jax.Array:
-        k_width, k_start = jax.random.split(k)
-        width = jax.random.randint(k_width, (), 0, max_width + 1)
-        start = jax.random.randint(k_start, (), 0, length - width + 1)
-        return (positions >= start) & (positions < start + width)
 
-    return jax.vmap(one)(jax.random.split(key, count)).any(axis=0)
+def span_mask(key: jax.Array, length: int, count: int, max_width: int) -> jax.Array:
+    """`count` random spans of up to `max_width` in [0, length) from one key (`spans`).
+
+    All draws come from one call of the generator: each threefry call is a sizeable
+    compiled program, and a stem makes these under a vmap over the batch."""
+    return spans(jax.random.uniform(key, (count, 2)), length, max_width)
