@@ -147,15 +147,35 @@ def text_of(value, name: str = "text") -> str | Skipped:
 
 
 class TextReader(Reader):
-    """A caption (str or UTF-8 bytes) -> int32 token ids [context_length]."""
+    """A caption (str or UTF-8 bytes) -> int32 token ids [context_length]; with `captions`
+    K > 0, a record's list of captions -> [K, context_length] (1-to-K objectives).
 
-    def __init__(self, name: str, tokenizer: Tokenizer):
-        self.name, self.tokenizer = name, tokenizer
-        self.shape, self.dtype = (tokenizer.context_length,), np.dtype(np.int32)
+    With more than K captions, K distinct ones are drawn (training) or the first K taken
+    (evaluation); with fewer, they are repeated in turn. Unusable captions are dropped
+    first; a record with none left is skipped.
+    """
+
+    def __init__(self, name: str, tokenizer: Tokenizer, captions: int = 0, train: bool = True):
+        self.name, self.tokenizer, self.captions, self.train = name, tokenizer, captions, train
+        self.multi = captions > 0
+        length = (tokenizer.context_length,)
+        self.shape = (captions, *length) if self.multi else length
+        self.dtype = np.dtype(np.int32)
 
     def __call__(self, value, rng):
-        text = text_of(value, self.name)
-        return text if isinstance(text, Skipped) else self.tokenizer(text)
+        if not self.multi:
+            text = text_of(value, self.name)
+            return text if isinstance(text, Skipped) else self.tokenizer(text)
+        texts = [text_of(v, self.name) for v in value]
+        good = [t for t in texts if not isinstance(t, Skipped)]
+        if not good:
+            return texts[0] if texts else Skipped(f"missing_{self.name}")
+        k = self.captions
+        if len(good) > k:
+            order = rng.permutation(len(good))[:k] if self.train else range(k)
+            good = [good[i] for i in order]
+        picked = [good[i % len(good)] for i in range(k)]
+        return np.stack([self.tokenizer(t) for t in picked])
 
 
 def tower_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -176,9 +196,10 @@ def tower_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
     key="txt;text",
     tokenizer="simple",  # simple | clip_bpe | sentencepiece | bytes (docs/data.md)
     tokenizer_model="",  # sentencepiece: the .model file
+    captions=0,  # K > 0: K captions per example ([K, L]), e.g. key="json/captions"
 )
 def text(name: str, c: ml_collections.ConfigDict, config, train: bool) -> TextReader:
-    return TextReader(name, modality_tokenizer(config, name))
+    return TextReader(name, modality_tokenizer(config, name), c.captions, train)
 
 
 def modality_tokenizer(config: ml_collections.ConfigDict, name: str) -> Tokenizer:

@@ -20,7 +20,7 @@ SOURCES = Registry("data source")
 def synthetic(config: ml_collections.ConfigDict, split: str, seed: int) -> SyntheticSource:
     c = config.synthetic
     size = c.num_train if split == "train" else c.num_eval
-    return SyntheticSource(split, size, synthetic_image_size(config), seed)
+    return SyntheticSource(split, size, synthetic_image_size(config), seed, c.captions)
 
 
 def synthetic_image_size(config: ml_collections.ConfigDict) -> int:

@@ -38,6 +38,12 @@ def embed_fn(model: Model, modality: str, kind: str = "embedding", key: str = ""
     return fn
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32), on the host."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 class Features:
     """`(params, source) -> (features [n, d] float32, labels [n] int32)` on the host."""
 

@@ -33,12 +33,18 @@ from jax.sharding import Mesh
 from mmjax.data.tokenizers import Tokenizer
 from mmjax.evals.batches import ArraySource, Gatherer, global_batches, replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import embed_fn
+from mmjax.evals.features import embed_fn, unit_rows
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
 from mmjax.models import Model
 from mmjax.parallel import sharding
 
-DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, ks=(1, 5, 10), modalities=("image", "text"))
+DEFAULTS = dict(
+    **COMMON_DEFAULTS,
+    **DATASET_DEFAULTS,
+    ks=(1, 5, 10),
+    modalities=("image", "text"),
+    dims=(),  # Matryoshka: also report recalls of embeddings truncated to these sizes
+)
 
 
 def hits_at_k(
@@ -112,8 +118,10 @@ class Retrieval:
         ks: Sequence[int],
         modalities: tuple[str, str] = ("image", "text"),
         tokenizer: Tokenizer | None = None,
+        dims: Sequence[int] = (),
     ):
         self.source, self.mesh, self.batch_size, self.ks = source, mesh, batch_size, tuple(ks)
+        self.dims = tuple(dims)
         self.x, self.y = modalities
         self.tokens = None
         if tokenizer is not None:
@@ -132,12 +140,18 @@ class Retrieval:
         y_source = self.source if self.tokens is None else ArraySource(tokens=self.tokens)
         x_emb = self._x(params, self.source, bs, f"retrieval: {self.x}")["emb"]
         y_emb = self._y(params, y_source, bs, f"retrieval: {self.y}")["emb"]
+        out = self._both_ways(x_emb, y_emb, "")
+        for m in self.dims:
+            out |= self._both_ways(unit_rows(x_emb[:, :m]), unit_rows(y_emb[:, :m]), f"@dim{m}")
+        return out
+
+    def _both_ways(self, x_emb: np.ndarray, y_emb: np.ndarray, suffix: str) -> dict[str, float]:
         x_owner = np.arange(len(x_emb))
         x2y_name, y2x_name = direction_names(self.x, self.y)
         x2y = self._recalls(x_emb, x_owner, y_emb, self.y_owner, f"retrieval: {x2y_name}")
         y2x = self._recalls(y_emb, self.y_owner, x_emb, x_owner, f"retrieval: {y2x_name}")
-        out = {f"{x2y_name}_recall@{k}": float(r) for k, r in zip(self.ks, x2y)}
-        out.update({f"{y2x_name}_recall@{k}": float(r) for k, r in zip(self.ks, y2x)})
+        out = {f"{x2y_name}_recall@{k}{suffix}": float(r) for k, r in zip(self.ks, x2y)}
+        out.update({f"{y2x_name}_recall@{k}{suffix}": float(r) for k, r in zip(self.ks, y2x)})
         return out
 
 
@@ -151,4 +165,6 @@ def retrieval(c: ml_collections.ConfigDict, context: EvalContext) -> Retrieval:
     text = y in data and data[y].type == "text"
     source = require(build_dataset(c, context.config), "captions" if text else "__len__", c)
     tokenizer = context.tokenizer(y) if text else None
-    return Retrieval(context.model, source, context.mesh, c.batch_size, c.ks, (x, y), tokenizer)
+    return Retrieval(
+        context.model, source, context.mesh, c.batch_size, c.ks, (x, y), tokenizer, c.dims
+    )
