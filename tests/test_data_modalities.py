@@ -4,6 +4,7 @@ the synthetic source they read in the pipeline."""
 
 import io
 import tarfile
+import zlib
 
 import ml_collections
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from mmjax import config as config_lib
 from mmjax.data import modalities, sources
+from mmjax.data.examples import Prepare
 from mmjax.data.skipped import Skipped
 from mmjax.data.synthetic import SyntheticSource
 from mmjax.data.synthetic_multimodal import MultimodalSyntheticSource
@@ -355,3 +357,22 @@ def test_synthetic_imu_needs_six_channels():
     config = multimodal_config(imu=config_lib.modality("timeseries", channels=3))
     with pytest.raises(ValueError, match="6 channels"):
         sources.build_source(config.data, "train", 0)
+
+
+def test_prepare_gives_each_reader_the_generator_of_its_example_and_name():
+    """The generators made on first use draw what eager ones would (examples.py)."""
+    readers = {
+        "image": (("image",), reader("image", True, size=8)),
+        "video": (("video",), reader("video", True, frames=2, stride=3, size=8)),
+        "label": (("label",), reader("label")),
+    }
+    record = {
+        "image": np.random.default_rng(0).integers(0, 256, (20, 30, 3), np.uint8),
+        "video": np.random.default_rng(1).integers(0, 256, (9, 12, 10, 3), np.uint8),
+        "label": 3,
+    }
+    out = Prepare(readers)(record, np.random.default_rng(7))
+    base = int(np.random.default_rng(7).integers(2**62))
+    for name, (_, read) in readers.items():
+        own = np.random.default_rng([base, zlib.crc32(name.encode())])
+        np.testing.assert_array_equal(out[name], read(record[name], own), err_msg=name)

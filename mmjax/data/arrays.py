@@ -29,8 +29,10 @@ def load_npy(data: bytes) -> np.ndarray:
 
 
 def window_start(available: int, needed: int, train: bool, rng: np.random.Generator) -> int:
-    """Start of a window of `needed` in `available` (>= needed): random or centred."""
-    if train:
+    """Start of a window of `needed` in `available` (>= needed): random or centred.
+    Nothing is drawn when there is one place (so a generator that is never used is
+    never made, examples.py)."""
+    if train and available > needed:
         return int(rng.integers(0, available - needed + 1))
     return (available - needed) // 2
 

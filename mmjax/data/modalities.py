@@ -312,7 +312,7 @@ class TimeseriesReader(ArrayReader):
         x = np.asarray(value) if data is None else arrays.load_npy(data)
         if x.ndim != 2 or x.shape[1] != self.channels:
             raise SkipRecord("bad_shape", f"shape {x.shape}, not [T, {self.channels}]")
-        if x.dtype == bool or x.dtype.kind not in "iuf":
+        if x.dtype.kind not in "iuf":  # not bool, complex, str, object
             raise ValueError(f"dtype {x.dtype} is not a real number type")
         return _finite(self.cut(x, self.length, rng).astype(np.float32))
 
