@@ -12,7 +12,7 @@ The loop gets one iterator for every source (`train_iterator`):
 - streaming sources (wds): this process's shards, several read at once -> window
   shuffle -> prepare in threads (stages.ParallelMap) -> batch, a `grain.IterDataset`.
 
-Both end in `stages.TrainIterator`, which tops up batches that lost skipped records
+All end in `stages.TrainIterator`, which tops up batches that lost skipped records
 (examples.py) and counts them. Its state goes into every checkpoint, so a resumed run
 reads exactly the batches the uninterrupted run would have read, and counts the same.
 
