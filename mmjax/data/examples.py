@@ -60,6 +60,22 @@ def record_key(record: dict) -> str:
     return str(record.get("__key__", record.get("key", "")))
 
 
+class LazyGenerator:
+    """`np.random.default_rng(seed)`, made on first use: making one costs tens of
+    microseconds, and most readers of a record (text, labels, arrays already at their
+    shape) draw nothing. The numbers are those of the generator it stands for."""
+
+    def __init__(self, seed):
+        self._seed, self._rng = seed, None
+
+    def __getattr__(self, name: str):
+        if name in ("_seed", "_rng"):  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return getattr(self._rng, name)
+
+
 class Prepare:
     """Raw record -> {modality: array} or `Skipped`, for the readers of `build_readers`.
 
@@ -80,7 +96,7 @@ class Prepare:
             value = field(raw, keys, getattr(reader, "multi", False))
             if value is None:
                 return Skipped(f"missing_{name}", key)
-            sub = np.random.default_rng([base, zlib.crc32(name.encode())])
+            sub = LazyGenerator([base, zlib.crc32(name.encode())])
             result = reader(value, sub)
             if isinstance(result, Skipped):
                 return dataclasses.replace(result, key=key)
