@@ -19,10 +19,11 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from mmjax import checkpoint
+from mmjax import checkpoint, storage
 from mmjax import config as config_lib
 from mmjax import workdir as workdir_lib
 from mmjax.evals import standalone
+from mmjax.parallel import agree
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import guard, loop, memory, preemption
 
@@ -38,6 +39,7 @@ _OVERWRITE = flags.DEFINE_bool(
 
 # Failures with a message that says what to do: printed without a traceback.
 ACTIONABLE = (
+    agree.ProcessFailedError,
     checkpoint.CheckpointError,
     config_lib.ConfigError,
     workdir_lib.WorkdirConfigError,
@@ -71,16 +73,20 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or default_workdir(
         config_flags.get_config_filename(flags.FLAGS["config"])
     )
-    logging.info("Workdir: %s", os.path.abspath(workdir))
+    logging.info("Workdir: %s", storage.absolute(workdir))
+    # A failure in one process stops the others with its message, never leaves them hung.
+    watch = agree.FailureWatch(ignore=(preemption.Preempted,))
     if _MODE.value == "eval":
         try:
-            standalone.evaluate(config, workdir, _STEP.value)
+            with watch:
+                standalone.evaluate(config, workdir, _STEP.value)
         except standalone.NoCheckpointError as error:
             logging.error("%s", error)
             sys.exit(1)
         return
     try:
-        results = loop.train(config, workdir, _OVERWRITE.value)
+        with watch:
+            results = loop.train(config, workdir, _OVERWRITE.value)
     except preemption.Preempted as stop:
         logging.warning("%s", stop)
         sys.exit(preemption.PREEMPTED_EXIT_CODE)
