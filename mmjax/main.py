@@ -54,7 +54,7 @@ def default_workdir(config_flag: str) -> str:
     name = os.path.splitext(os.path.basename(path))[0]
     if arg:
         name += "_" + "".join(c if c.isalnum() else "_" for c in arg)
-    return os.path.join("workdirs", name)
+    return storage.join("workdirs", name)
 
 
 class _QuietLibraries(logging.Filter):

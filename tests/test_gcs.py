@@ -1,0 +1,134 @@
+"""Workdirs on gs://, against a real GCS server (fake-gcs-server on 127.0.0.1).
+
+Everything a run writes (config.json, metrics.jsonl, TensorBoard events, checkpoints with
+their data state, evaluation results, imports, sweep tables) lands in the bucket, and
+nothing is written locally; a run killed and resumed there ends bitwise where a run on
+local disk does.
+"""
+
+import json
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+
+import jax
+import numpy as np
+import pytest
+
+from mmjax import checkpoint, storage
+from mmjax.checkpoint import Checkpointer
+from mmjax.evals import standalone
+from mmjax.interop import checkpoints as interop
+from mmjax.sweeps import collect
+from mmjax.train import loop
+from tests import gcs_emulator
+from tests.helpers import REPO, cli_env, tiny_config
+
+
+def fresh_dir() -> str:
+    return f"gs://bkt/{uuid.uuid4().hex[:8]}"
+
+
+def scalar_events(data: bytes) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} from a TensorBoard event file (TFRecord frames of Events)."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, dict[int, float]] = {}
+    pos = 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+        pos += 12 + length + 4
+        for v in event.summary.value:
+            out.setdefault(v.tag, {})[event.step] = v.simple_value
+    return out
+
+
+def test_files_appends_and_listings_in_a_bucket(gcs):
+    root = fresh_dir()
+    assert not storage.exists(root) and storage.listdir(root) == []
+    storage.write_text(storage.join(root, "a", "config.json"), '{"x": 1}')
+    assert storage.isdir(storage.join(root, "a")) and storage.listdir(root) == ["a"]
+    log = storage.join(root, "a", "metrics.jsonl")
+    appended = storage.AppendFile(log)
+    for i in range(3):
+        appended.write(json.dumps({"step": i}) + "\n")
+        appended.flush()  # uploads in the background; close waits for the last one
+    appended.close()
+    again = storage.AppendFile(log)  # a resumed run appends to what is there
+    again.write('{"step": 3}\n')
+    again.close()
+    assert [json.loads(x)["step"] for x in storage.iter_lines(log)] == [0, 1, 2, 3]
+    storage.rename(storage.join(root, "a", "config.json"), storage.join(root, "a", "old.json"))
+    assert storage.files_under(root) == {"a/metrics.jsonl": 48, "a/old.json": 8}
+    assert storage.crc32(log) == __import__("zlib").crc32(storage.read_bytes(log))
+
+
+def test_tensorboard_events_land_in_the_bucket(gcs):
+    root = fresh_dir()
+    writer = storage.tensorboard_writer(storage.join(root, "tensorboard"))
+    for step in (1, 2, 3):
+        writer.add_scalar("loss", 1.0 / step, step)
+    writer.close()
+    (name,) = storage.listdir(storage.join(root, "tensorboard"))
+    events = scalar_events(storage.read_bytes(storage.join(root, "tensorboard", name)))
+    assert events == {"loss": {1: 1.0, 2: 0.5, 3: pytest.approx(1 / 3)}}
+
+
+def test_run_in_a_bucket_keeps_its_data_state_and_evaluates_there(gcs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land here
+    workdir = fresh_dir()
+    config = tiny_config(total_steps=4, ckpt_every=2, log_every=1)
+    loop.train(config, workdir)
+    files = storage.files_under(workdir)
+    assert {"config.json", "metrics.jsonl"} <= set(files)
+    assert any(f.startswith("tensorboard/events.out.tfevents.") for f in files)
+    assert "checkpoints/4/data/process_0-of-1.json" in files
+    assert "checkpoints/4/" + checkpoint.CHECKSUMS in files
+    ckpt = Checkpointer(storage.join(workdir, "checkpoints"), read_only=True)
+    assert ckpt.has_data_state(4) and ckpt.check(4) == []  # os.path.exists said False
+    ckpt.close()
+    steps = [json.loads(x)["step"] for x in storage.iter_lines(storage.join(workdir, "metrics.jsonl"))]
+    assert steps == [1, 2, 3, 4]
+    # An interrupted save on gs:// is a step folder without Orbax's commit file.
+    storage.write_text(storage.join(workdir, "checkpoints", "6", "state", "x"), "partial")
+    assert checkpoint.finished_steps(storage.join(workdir, "checkpoints")) == [2, 4]
+    assert collect.latest_checkpoint(workdir) == 4 and collect.is_finished(workdir, 4)
+
+    results = standalone.evaluate(config, workdir)  # --mode=eval --workdir=gs://...
+    last = json.loads(list(storage.iter_lines(storage.join(workdir, "metrics.jsonl")))[-1])
+    assert last["step"] == 4 and last["zeroshot/top1"] == results["zeroshot/top1"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_imported_weights_and_sweep_tables_in_a_bucket(gcs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    workdir = fresh_dir()
+    config = tiny_config()
+    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
+    _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(
+        lambda x: rng.standard_normal(x.shape).astype(x.dtype), jax.device_get(abstract.params)
+    )
+    params = jax.tree.map(lambda x: getattr(x, "value", x), params)
+    interop.save_train_state(config, params, workdir)  # convert_open_clip.py import
+    interop.write_config_file(storage.join(workdir, "imported_config.py"), {}, "test", workdir)
+    back, step = interop.restore_params(config, workdir)
+    assert step == 0
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(a, b)
+    assert "get_config" in storage.read_text(storage.join(workdir, "imported_config.py"))
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import sweep
+
+    sweep.train([sys.executable, "-c", "print('trained')"], workdir)
+    assert storage.read_text(storage.join(workdir, "sweep.log")) == "trained\n"
+    assert collect.wall_seconds(workdir) > 0
+    collect.write_csv(storage.join(workdir, "results.csv"), [])
+    assert storage.read_text(storage.join(workdir, "results.csv")).startswith("run,model,")
+    assert list(tmp_path.iterdir()) == []
