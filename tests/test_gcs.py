@@ -91,7 +91,9 @@ def test_run_in_a_bucket_keeps_its_data_state_and_evaluates_there(gcs, tmp_path,
     ckpt = Checkpointer(storage.join(workdir, "checkpoints"), read_only=True)
     assert ckpt.has_data_state(4) and ckpt.check(4) == []  # os.path.exists said False
     ckpt.close()
-    steps = [json.loads(x)["step"] for x in storage.iter_lines(storage.join(workdir, "metrics.jsonl"))]
+    steps = [
+        json.loads(x)["step"] for x in storage.iter_lines(storage.join(workdir, "metrics.jsonl"))
+    ]
     assert steps == [1, 2, 3, 4]
     # An interrupted save on gs:// is a step folder without Orbax's commit file.
     storage.write_text(storage.join(workdir, "checkpoints", "6", "state", "x"), "partial")
@@ -132,3 +134,82 @@ def test_imported_weights_and_sweep_tables_in_a_bucket(gcs, tmp_path, monkeypatc
     collect.write_csv(storage.join(workdir, "results.csv"), [])
     assert storage.read_text(storage.join(workdir, "results.csv")).startswith("run,model,")
     assert list(tmp_path.iterdir()) == []
+
+
+DEMO = [
+    f"--config={REPO}/configs/demo.py:steps=40,batch=16",
+    "--config.log_every=1",
+    "--config.ckpt_every=10",
+    "--config.schedule.warmup_steps=1",
+    "--config.data.num_threads=1",
+    "--config.evals.zeroshot.every=0",
+    "--config.evals.retrieval.every=0",
+    "--config.evals.knn.every=0",
+]
+
+
+def final_params(workdir: str, step: int) -> dict:
+    from mmjax import config as config_lib
+
+    config = config_lib.load_config(DEMO[0].removeprefix("--config="))
+    mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
+    _, _, _, _, abstract, _ = loop.build_model_and_state(config, mesh)
+    ckpt = Checkpointer(storage.join(workdir, "checkpoints"), read_only=True)
+    state, _ = ckpt.restore(step, abstract, None)
+    ckpt.close()
+    return jax.device_get(state.params)
+
+
+def logged(workdir: str) -> dict[int, float]:
+    lines = storage.iter_lines(storage.join(workdir, "metrics.jsonl"))
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+# Three starts of the demo (about 1.5 minutes on 2 idle cores, several under load); the
+# fast in-process tests above cover the same paths.
+@pytest.mark.slow
+def test_demo_killed_and_resumed_in_a_bucket_ends_as_on_local_disk(gcs, tmp_path):
+    env = {**cli_env(2), **gcs_emulator.client_env(gcs)}
+    local, remote = str(tmp_path / "local"), f"{fresh_dir()}/run"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    run = [sys.executable, "-m", "mmjax.main", *DEMO]
+    subprocess.run([*run, f"--workdir={local}"], cwd=tmp_path, env=env, check=True, timeout=900)
+
+    proc = subprocess.Popen(
+        [*run, f"--workdir={remote}"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    committed = storage.join(remote, "checkpoints", "10", checkpoint.COMMIT_FILE)
+    deadline = time.time() + 900
+    while proc.poll() is None and not storage.exists(committed) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert max(logged(remote)) < 40, "the run ended before it was killed"
+    resumed = subprocess.run(
+        [*run, f"--workdir={remote}"], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restored checkpoint at step" in resumed.stderr
+    assert "no data position" not in resumed.stderr
+
+    a, b = final_params(local, 40), final_params(remote, 40)
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+    assert logged(remote) == logged(local)  # every step, bitwise the same loss
+    files = storage.files_under(remote)
+    assert json.loads(storage.read_text(storage.join(remote, "config.json")))["total_steps"] == 40
+    events = [f for f in files if f.startswith("tensorboard/events.out.tfevents.")]
+    assert len(events) == 2  # one per start
+    steps = set()
+    for f in events:
+        steps |= set(scalar_events(storage.read_bytes(storage.join(remote, f)))["loss"])
+    assert steps == set(range(1, 41))
+    assert {"checkpoints/40/data/process_0-of-1.json", "checkpoints/40/state/_METADATA"} <= set(
+        files
+    )
+    assert list(cwd.iterdir()) == []  # nothing written locally
