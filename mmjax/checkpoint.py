@@ -19,6 +19,7 @@ files), whether it restored, whether its data state restores.
 
 import json
 import logging
+import time
 from typing import Any
 
 import grain
@@ -38,6 +39,39 @@ COMMIT_FILE = "commit_success.txt"  # Orbax's commit marker on gs://
 # A process that failed to restore a step waits this long for the others' verdict; a
 # process that restored waits in Orbax's barrier meanwhile, so the wait ends either way.
 VERDICT_TIMEOUT_S = 300.0
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"params.image.cls": shape} for a state or an Orbax metadata tree alike."""
+
+    def name(entry: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {".".join(map(name, path)): tuple(x.shape) for path, x in leaves if hasattr(x, "shape")}
+
+
+def misfit(step_dir: str, abstract_state: Any, limit: int = 3) -> list[str]:
+    """What in a checkpoint's "state" does not fit `abstract_state`: arrays of another
+    shape, or missing (another model, another optimizer). [] if it all fits."""
+    from etils import epath
+
+    try:
+        saved = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / "state")
+    except Exception as error:
+        return [f"state/_METADATA: unreadable ({type(error).__name__}: {str(error)[:200]})"]
+    have, want = _flat_shapes(saved), _flat_shapes(abstract_state)
+    order = lambda keys: sorted(keys, key=lambda k: (not k.startswith("params."), k))
+    problems = [
+        f"state {k}: shape {have[k]} in the checkpoint, {want[k]} in this run"
+        for k in order(set(have) & set(want))
+        if have[k] != want[k]
+    ]
+    problems += [f"state {k}: not in the checkpoint" for k in order(set(want) - set(have))]
+    return problems[:limit]
 
 
 def write_checksums(step_dir: str) -> None:
@@ -69,9 +103,8 @@ def check_files(step_dir: str, share: int = 0, shares: int = 1) -> list[str]:
         if name not in present:
             problems.append(f"{name}: missing")
         elif present[name] != want["size"]:
-            problems.append(
-                f"{name}: {present[name]} bytes, {want['size']} when written (truncated?)"
-            )
+            what = "truncated" if present[name] < want["size"] else "size changed"
+            problems.append(f"{name}: {what} ({present[name]} bytes, {want['size']} when written)")
         elif storage.crc32(storage.join(step_dir, name)) != want["crc32"]:
             problems.append(f"{name}: content differs from when it was written (CRC-32)")
     return problems
@@ -95,6 +128,7 @@ class Checkpointer:
         """`read_only` for readers (standalone evaluation, conversion) of a directory that a
         training run may be saving into: they must not clean up its in-flight save."""
         self.every = every
+        self.read_only = read_only
         self.directory = directory = storage.absolute(directory)
         self._async = async_save
         self._saving: int | None = None  # the step whose asynchronous save is in flight
@@ -217,6 +251,21 @@ class Checkpointer:
         )
         return restored["state"]["params"]
 
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames skipped steps to `N.damaged` (kept for a post-mortem, ignored by Orbax),
+        so that the resumed run can save step N again."""
+        if self.read_only:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                target = storage.join(
+                    self.directory, f"{step}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                )
+                storage.rename(storage.join(self.directory, str(step)), target)
+                logging.warning("Moved checkpoint %d aside to %s.", step, target)
+        agree.barrier("ckpt_set_aside")
+        self.manager.reload()
+
     def _agreed_steps(self) -> list[int]:
         """The steps every process sees, newest first; fails when they see none in common."""
         views = agree.allgather("ckpt_steps", self.all_steps())
@@ -266,14 +315,17 @@ class Checkpointer:
                         step,
                         "; ".join(skipped),
                     )
+                    self._set_aside([s for s in steps if s > step])
                 return step, *restored
             if not all(errors):
                 shown = "; ".join(f"process {i}: {e or 'restored'}" for i, e in enumerate(errors))
                 raise CheckpointError(
                     f"Checkpoint {step} restored on some processes only ({shown[:2000]})."
                 )
-            logging.warning("Skipping unreadable checkpoint %d: %s", step, errors[0][:1000])
-            skipped.append(f"{step} ({errors[0][:200]})")
+            why = misfit(storage.join(self.directory, str(step)), abstract_state)
+            why = [*why[:-1], why[-1] + " (another model?)"] if why else [errors[0][:1000]]
+            logging.warning("Skipping unreadable checkpoint %d: %s", step, "; ".join(why))
+            skipped.append(f"{step} ({why[0][:300]})")
         if steps:  # never start from scratch silently on top of a run's checkpoints
             raise CheckpointError(
                 f"None of the checkpoints in {self.directory} (steps {steps}) restores into"

@@ -150,9 +150,9 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 def rename(src: PathLike, dst: PathLike) -> None:
-    """Moves a file (on object stores: copy, then delete)."""
+    """Moves a file or a folder (on object stores: copy, then delete)."""
     if is_remote(src):
-        filesystem(src).mv(str(src), str(dst))
+        filesystem(src).mv(str(src), str(dst), recursive=True)
     else:
         os.replace(_local(src), _local(dst))
 
