@@ -64,6 +64,15 @@ class _QuietLibraries(logging.Filter):
         return record.levelno >= logging.WARNING or f"{os.sep}mmjax{os.sep}" in record.pathname
 
 
+def _fail() -> None:
+    """An unexpected error: its traceback, and in a multi-process run an exit that does
+    not wait for the other processes (see agree.exit_now)."""
+    if jax.process_count() == 1:
+        raise  # the exception the caller is handling
+    logging.exception("Failed:")
+    agree.exit_now(1)
+
+
 def main(argv: list[str]) -> None:
     del argv
     absl_logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -80,9 +89,11 @@ def main(argv: list[str]) -> None:
         try:
             with watch:
                 standalone.evaluate(config, workdir, _STEP.value)
-        except standalone.NoCheckpointError as error:
+        except (standalone.NoCheckpointError, *ACTIONABLE) as error:
             logging.error("%s", error)
-            sys.exit(1)
+            agree.exit_now(1)
+        except Exception:
+            _fail()
         return
     try:
         with watch:
@@ -92,7 +103,9 @@ def main(argv: list[str]) -> None:
         sys.exit(preemption.PREEMPTED_EXIT_CODE)
     except ACTIONABLE as error:
         logging.error("%s", error)
-        sys.exit(1)
+        agree.exit_now(1)
+    except Exception:
+        _fail()
     if "zeroshot/top1" in results and jax.process_index() == 0:
         print(
             f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot/top1']:.1f}%"

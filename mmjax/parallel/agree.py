@@ -16,6 +16,7 @@ here is a no-op.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -28,8 +29,10 @@ import jax
 
 PREFIX = "mmjax"
 FAILED = f"{PREFIX}/failed"
+SEEN = f"{PREFIX}/seen"  # SEEN/<failed process>/<process that read its message>
 DEFAULT_TIMEOUT_S = 600.0
 POLL_S = 1.0
+ACK_TIMEOUT_S = 10.0  # a failed process waits this long for the others to read why
 
 _calls: collections.Counter[str] = collections.Counter()
 
@@ -109,14 +112,35 @@ def barrier(name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
 
 
 def report_failure(error: BaseException) -> None:
-    """Tells the other processes that this one failed, and why."""
+    """Tells the other processes that this one failed, and why; waits (briefly) until
+    they have read it, since this process may host the coordination service."""
     if jax.process_count() == 1:
         return
+    me, client = jax.process_index(), _client()
     message = f"{type(error).__name__}: {error}"[:2000]
     try:
-        _client().key_value_set(f"{FAILED}/{jax.process_index()}", message, allow_overwrite=True)
+        client.key_value_set(f"{FAILED}/{me}", message, allow_overwrite=True)
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        while time.monotonic() < deadline:
+            seen = {int(k.rsplit("/", 1)[-1]) for k, _ in client.key_value_dir_get(f"{SEEN}/{me}/")}
+            if seen | set(failures()) >= set(range(jax.process_count())) - {me}:
+                return
+            time.sleep(0.2)
     except Exception as e:  # the coordination service itself is gone: nobody to tell
         logging.warning("Could not report the failure to the other processes: %s", e)
+
+
+def exit_now(status: int) -> None:
+    """Exits with `status`. In a multi-process run without JAX's shutdown barrier: after
+    a failure, the other processes may never reach it (stuck in a collective, or
+    stopped), and waiting there would hang this one."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if jax.process_count() > 1:
+        os._exit(status)
+    sys.exit(status)
 
 
 class FailureWatch:
@@ -129,7 +153,7 @@ class FailureWatch:
     process reports it first.
     """
 
-    def __init__(self, grace_s: float = 20.0, ignore: tuple[type[BaseException], ...] = ()):
+    def __init__(self, grace_s: float = 10.0, ignore: tuple[type[BaseException], ...] = ()):
         self.grace_s = grace_s
         self.ignore = ignore
         self._stop = threading.Event()
@@ -156,12 +180,11 @@ class FailureWatch:
             if others:
                 p, message = min(others.items())
                 logging.error("Process %d failed: %s", p, message)
+                with contextlib.suppress(Exception):  # its coordination service may be gone
+                    _client().key_value_set(f"{SEEN}/{p}/{me}", "1", allow_overwrite=True)
                 if not self._stop.wait(self.grace_s):
                     logging.error(
                         "Stopping process %d too: it would wait for process %d forever.", me, p
                     )
-                    for handler in logging.getLogger().handlers:
-                        handler.flush()
-                    sys.stderr.flush()
-                    os._exit(1)
+                    exit_now(1)
                 return
