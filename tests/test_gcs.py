@@ -78,11 +78,13 @@ def test_tensorboard_events_land_in_the_bucket(gcs):
     assert events == {"loss": {1: 1.0, 2: 0.5, 3: pytest.approx(1 / 3)}}
 
 
-def test_run_in_a_bucket_keeps_its_data_state_and_evaluates_there(gcs, tmp_path, monkeypatch):
+def test_run_in_a_bucket_keeps_its_data_state_evaluates_and_resumes_there(
+    gcs, tmp_path, monkeypatch, caplog
+):
     monkeypatch.chdir(tmp_path)  # nothing may land here
     workdir = fresh_dir()
-    config = tiny_config(total_steps=4, ckpt_every=2, log_every=1)
-    loop.train(config, workdir)
+    config = tiny_config(total_steps=6, ckpt_every=2, log_every=1)
+    loop.train(tiny_config(total_steps=6, ckpt_every=2, log_every=1, stop_at_step=4), workdir)
     files = storage.files_under(workdir)
     assert {"config.json", "metrics.jsonl"} <= set(files)
     assert any(f.startswith("tensorboard/events.out.tfevents.") for f in files)
@@ -91,18 +93,26 @@ def test_run_in_a_bucket_keeps_its_data_state_and_evaluates_there(gcs, tmp_path,
     ckpt = Checkpointer(storage.join(workdir, "checkpoints"), read_only=True)
     assert ckpt.has_data_state(4) and ckpt.check(4) == []  # os.path.exists said False
     ckpt.close()
-    steps = [
-        json.loads(x)["step"] for x in storage.iter_lines(storage.join(workdir, "metrics.jsonl"))
-    ]
-    assert steps == [1, 2, 3, 4]
-    # An interrupted save on gs:// is a step folder without Orbax's commit file.
-    storage.write_text(storage.join(workdir, "checkpoints", "6", "state", "x"), "partial")
-    assert checkpoint.finished_steps(storage.join(workdir, "checkpoints")) == [2, 4]
-    assert collect.latest_checkpoint(workdir) == 4 and collect.is_finished(workdir, 4)
+    metrics = storage.join(workdir, "metrics.jsonl")
+    assert [json.loads(x)["step"] for x in storage.iter_lines(metrics)] == [1, 2, 3, 4]
 
     results = standalone.evaluate(config, workdir)  # --mode=eval --workdir=gs://...
-    last = json.loads(list(storage.iter_lines(storage.join(workdir, "metrics.jsonl")))[-1])
+    last = json.loads(list(storage.iter_lines(metrics))[-1])
     assert last["step"] == 4 and last["zeroshot/top1"] == results["zeroshot/top1"]
+
+    # What a kill during the save of step 6 leaves on gs://: the step's folder, without
+    # Orbax's commit file. It is ignored, and saved again by the resumed run.
+    storage.write_text(storage.join(workdir, "checkpoints", "6", "state", "x"), "partial")
+    assert checkpoint.finished_steps(storage.join(workdir, "checkpoints")) == [2, 4]
+    assert collect.latest_checkpoint(workdir) == 4 and not collect.is_finished(workdir, 6)
+    with caplog.at_level("INFO"):
+        loop.train(config, workdir)
+    assert "Ignoring incomplete checkpoint gs://" in caplog.text
+    assert "Restored checkpoint at step 4" in caplog.text
+    assert "no data position" not in caplog.text  # restored exactly, not derived
+    assert collect.is_finished(workdir, 6) and checkpoint.finished_steps(
+        storage.join(workdir, "checkpoints")
+    ) == [2, 4, 6]
     assert list(tmp_path.iterdir()) == []
 
 
