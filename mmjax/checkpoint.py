@@ -5,10 +5,11 @@ the write goes on in the background. A step is written as `N.orbax-checkpoint-tm
 renamed to `N` only when complete (on gs://, written in place and committed by
 `N/commit_success.txt`), so an interrupted save is never restored.
 
-Each step also holds `mmjax_checksums.json`: the size and CRC-32 of every file, written
-just before the step is committed. Orbax notices a damaged manifest or metadata file,
-but a bit flipped in array data restores silently as a different number; the checksums
-catch it, and a truncated or missing file, before anything is restored. A step that is
+Each step also holds `mmjax_checksums.json`: the size and checksum of every file (CRC-32
+of the content; on gs:// the CRC32C that GCS keeps, so nothing is read back), written by
+process 0 just before the step is committed. Orbax notices a damaged manifest or metadata
+file, but a bit flipped in array data restores silently as a different number; the
+checksums catch it, and a truncated or missing file, before anything is restored. A step that is
 damaged, or that does not fit the model, is skipped with a warning naming the step and
 the file, and the next older one is restored.
 
@@ -75,14 +76,13 @@ def misfit(step_dir: str, abstract_state: Any, limit: int = 3) -> list[str]:
 
 
 def write_checksums(step_dir: str) -> None:
-    """Records the size and CRC-32 of every file below `step_dir`."""
+    """Records the size and checksum of every file below `step_dir` (on gs://, the
+    CRC32C GCS keeps of each object: nothing is read back)."""
     sizes = storage.files_under(step_dir)
     for name in (CHECKSUMS, *COMMITTED_LATER):
         sizes.pop(name, None)
-    files = {
-        name: {"size": size, "crc32": storage.crc32(storage.join(step_dir, name))}
-        for name, size in sorted(sizes.items())
-    }
+    sums = storage.checksums_under(step_dir, set(sizes))
+    files = {name: {"size": size, "checksum": sums[name]} for name, size in sorted(sizes.items())}
     storage.write_text(storage.join(step_dir, CHECKSUMS), json.dumps({"files": files}))
 
 
@@ -97,16 +97,22 @@ def check_files(step_dir: str, share: int = 0, shares: int = 1) -> list[str]:
     except (ValueError, KeyError) as error:
         return [f"{CHECKSUMS}: unreadable ({error})"]
     present = storage.files_under(step_dir)
-    problems = []
+    problems, same_size = [], set()
     for name in sorted(recorded)[share::shares]:
-        want = recorded[name]
+        size = recorded[name]["size"]
         if name not in present:
             problems.append(f"{name}: missing")
-        elif present[name] != want["size"]:
-            what = "truncated" if present[name] < want["size"] else "size changed"
-            problems.append(f"{name}: {what} ({present[name]} bytes, {want['size']} when written)")
-        elif storage.crc32(storage.join(step_dir, name)) != want["crc32"]:
-            problems.append(f"{name}: content differs from when it was written (CRC-32)")
+        elif present[name] != size:
+            what = "truncated" if present[name] < size else "size changed"
+            problems.append(f"{name}: {what} ({present[name]} bytes, {size} when written)")
+        else:
+            same_size.add(name)
+    sums = storage.checksums_under(step_dir, same_size)
+    for name in sorted(same_size):
+        want = recorded[name]["checksum"]
+        if sums[name] != want:
+            algorithm = want.split(":")[0].upper()
+            problems.append(f"{name}: content differs from when it was written ({algorithm})")
     return problems
 
 

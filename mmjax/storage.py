@@ -184,6 +184,29 @@ def crc32(path: PathLike, chunk: int = 1 << 22) -> int:
     return value
 
 
+def checksums_under(path: PathLike, names: set[str] | None = None) -> dict[str, str]:
+    """{path relative to `path`: checksum} of the files below it (or of `names` only).
+
+    Where the store keeps a checksum of each object (gs://: CRC32C in the object's
+    metadata) that one, so nothing is downloaded; elsewhere the CRC-32 of the content.
+    The value names its algorithm ("crc32c:mnG7TA==", "crc32:3610a686").
+    """
+    out = {}
+    if is_remote(path):
+        fs = _fresh(path)
+        root = fs._strip_protocol(str(path)).rstrip("/") + "/"
+        for name, info in fs.find(str(path), detail=True).items():
+            rel = name[len(root) :]
+            if info["type"] != "file" or (names is not None and rel not in names):
+                continue
+            stored = info.get("crc32c")
+            out[rel] = f"crc32c:{stored}" if stored else f"crc32:{crc32(join(path, rel)):08x}"
+        return out
+    for rel in files_under(path) if names is None else names:
+        out[rel] = f"crc32:{crc32(join(path, rel)):08x}"
+    return out
+
+
 class AppendFile:
     """A file that grows by appends (metrics.jsonl, TensorBoard events), anywhere.
 

@@ -113,6 +113,17 @@ def test_run_in_a_bucket_keeps_its_data_state_evaluates_and_resumes_there(
     assert collect.is_finished(workdir, 6) and checkpoint.finished_steps(
         storage.join(workdir, "checkpoints")
     ) == [2, 4, 6]
+    # Checksums on gs:// are GCS's own CRC32C: an object replaced by other bytes shows.
+    step_dir = storage.join(workdir, "checkpoints", "6")
+    recorded = json.loads(storage.read_text(storage.join(step_dir, checkpoint.CHECKSUMS)))
+    assert all(f["checksum"].startswith("crc32c:") for f in recorded["files"].values())
+    name = max(recorded["files"], key=lambda f: recorded["files"][f]["size"])
+    data = bytearray(storage.read_bytes(storage.join(step_dir, name)))
+    data[len(data) // 2] ^= 1
+    storage.write_bytes(storage.join(step_dir, name), bytes(data))
+    assert checkpoint.check_files(step_dir) == [
+        f"{name}: content differs from when it was written (CRC32C)"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
