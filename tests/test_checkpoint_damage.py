@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from mmjax import checkpoint, storage
-from mmjax.checkpoint import Checkpointer
+from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.data import pipeline, tokenizers
+from mmjax.parallel import agree
 from mmjax.parallel.mesh import make_mesh
 from mmjax.train import loop, state
 from tests.helpers import tiny_config
@@ -123,3 +124,49 @@ def test_a_corrupted_newest_checkpoint_resumes_exactly_from_the_previous(
         jax.tree.leaves(params_at(straight, 6)), jax.tree.leaves(params_at(workdir, 6))
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def as_if_two_processes(monkeypatch, others: dict) -> None:
+    """agree.allgather as if a second process answered `others[name](its call number)`
+    (by default the same as this one)."""
+    calls: dict[str, int] = {}
+
+    def allgather(name, value, timeout_s=None):
+        calls[name] = calls.get(name, 0) + 1
+        return [value, others[name](calls[name]) if name in others else value]
+
+    monkeypatch.setattr(agree, "allgather", allgather)
+
+
+def restore(workdir: str):
+    ckpt = Checkpointer(f"{workdir}/checkpoints", read_only=True)
+    try:
+        return ckpt.restore_newest(abstract_state(tiny_config(**CONFIG)), None)
+    finally:
+        ckpt.close()
+
+
+def test_processes_restore_the_newest_step_all_of_them_see(straight, monkeypatch, caplog):
+    as_if_two_processes(monkeypatch, {"ckpt_steps": lambda _: [2, 4]})
+    with caplog.at_level("WARNING"):
+        assert restore(straight)[0] == 4
+    assert "process 0: [2, 4, 6]; process 1: [2, 4]" in caplog.text
+
+
+def test_processes_that_see_no_common_step_stop_with_each_ones_view(straight, monkeypatch):
+    as_if_two_processes(monkeypatch, {"ckpt_steps": lambda _: [1]})
+    with pytest.raises(CheckpointError, match=r"process 0: \[2, 4, 6\]; process 1: \[1\]"):
+        restore(straight)
+
+
+def test_a_step_one_process_finds_damaged_is_skipped_by_all(straight, monkeypatch, caplog):
+    as_if_two_processes(monkeypatch, {"ckpt_check": lambda n: ["state/x: missing"] * (n == 1)})
+    with caplog.at_level("WARNING"):
+        assert restore(straight)[0] == 4
+    assert "Skipping damaged checkpoint 6: state/x: missing" in caplog.text
+
+
+def test_a_step_restored_by_some_processes_only_stops_all(straight, monkeypatch):
+    as_if_two_processes(monkeypatch, {"ckpt_restore": lambda _: "OSError: boom"})
+    with pytest.raises(CheckpointError, match=r"process 0: restored; process 1: OSError: boom"):
+        restore(straight)
