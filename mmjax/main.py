@@ -106,10 +106,19 @@ def main(argv: list[str]) -> None:
         agree.exit_now(1)
     except Exception:
         _fail()
-    if "zeroshot/top1" in results and jax.process_index() == 0:
+    if jax.process_index() == 0:
+        print_summary(results, workdir)
+
+
+def print_summary(results: dict[str, float], workdir: str) -> None:
+    """The last zero-shot results of each zero-shot evaluator, one line each."""
+    for key in (k for k in results if k.endswith("/top1") and k.startswith("zeroshot")):
+        name = key[: -len("/top1")]
+        what = name.removeprefix("zeroshot").lstrip("_")
         print(
-            f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot/top1']:.1f}%"
-            f" (top-5 {100 * results['zeroshot/top5']:.1f}%). Workdir: {workdir}",
+            f"Zero-shot top-1 on the held-out split{f' ({what})' if what else ''}:"
+            f" {100 * results[key]:.1f}%"
+            f" (top-5 {100 * results[name + '/top5']:.1f}%). Workdir: {workdir}",
             flush=True,
         )
 
