@@ -23,7 +23,6 @@ Needs `pip install -e .[interop]` for .pt/.bin files; .safetensors needs only sa
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mmjax import config as config_lib
+from mmjax import storage
 from mmjax.interop import checkpoints
 from mmjax.interop import open_clip as oc
 
@@ -63,7 +63,7 @@ def import_weights() -> None:
     config = config_lib.base()
     checkpoints.set_fields(config, {**fields, "optim.lr": _LR.value})
     checkpoints.save_train_state(config_lib.lock(config), params, _WORKDIR.value)
-    config_path = os.path.join(_WORKDIR.value, "imported_config.py")
+    config_path = storage.join(_WORKDIR.value, "imported_config.py")
     source = f"{_CHECKPOINT.value} ({_MODEL.value})"
     checkpoints.write_config_file(config_path, fields, source, _WORKDIR.value, _LR.value)
     print(
@@ -78,20 +78,19 @@ def export_weights() -> None:
         raise app.UsageError("export needs --workdir.")
     config = _CONFIG.value
     if config is None:
-        config = checkpoints.config_from_json(os.path.join(_WORKDIR.value, "config.json"))
+        config = checkpoints.config_from_json(storage.join(_WORKDIR.value, "config.json"))
     arch = oc.arch_from_mmjax(config)
     params, step = checkpoints.restore_params(
         config, _WORKDIR.value, None if _STEP.value < 0 else _STEP.value
     )
-    out = _OUT.value or os.path.join(_WORKDIR.value, "open_clip")
-    os.makedirs(out, exist_ok=True)
-    weights = os.path.join(out, WEIGHTS[_FORMAT.value])
+    out = _OUT.value or storage.join(_WORKDIR.value, "open_clip")
+    weights = storage.join(out, WEIGHTS[_FORMAT.value])
     oc.save_state_dict(oc.state_dict_from_params(params), weights)
-    with open(os.path.join(out, "open_clip_config.json"), "w") as f:
-        json.dump(oc.open_clip_config_json(arch), f, indent=2)
+    config_json = json.dumps(oc.open_clip_config_json(arch), indent=2)
+    storage.write_text(storage.join(out, "open_clip_config.json"), config_json)
     print(
         f"Wrote step {step} to {out}. Evaluate with:\n"
-        f"  clip_benchmark eval --model=local-dir:{os.path.abspath(out)} --pretrained=mmjax"
+        f"  clip_benchmark eval --model=local-dir:{storage.absolute(out)} --pretrained=mmjax"
         " --dataset=cifar10 --output=result.json"
     )
 

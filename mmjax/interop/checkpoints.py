@@ -8,7 +8,6 @@ is no iterator position yet, and the loop starts the data from the beginning.
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax import config as config_lib
-from mmjax import models, state
+from mmjax import models, state, storage
 from mmjax.checkpoint import Checkpointer
 from mmjax.data.modalities import example_specs
 from mmjax.parallel import mesh as mesh_lib
@@ -63,8 +62,7 @@ def config_from_json(path: str) -> ml_collections.ConfigDict:
     Fields the saved run did not have keep their defaults, which reproduce the behaviour
     of the code before those fields existed.
     """
-    with open(path) as f:
-        saved = json.load(f)
+    saved = json.loads(storage.read_text(path))
     config = config_lib.base()
     _merge(config, saved)
     return config_lib.lock(config)
@@ -107,13 +105,11 @@ def write_config_file(
         assignments="\n".join(lines),
         lr=lr,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
+    storage.write_text(path, text)
 
 
 def _ckpt_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    return storage.join(storage.absolute(workdir), "checkpoints")
 
 
 def _check_tree(params: Params, abstract: Params) -> None:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax.models import layers
+from mmjax.normalize import l2_normalize
 
 POOLS = ("cls", "gap", "map", "index")
 
@@ -26,11 +27,6 @@ class Tokens(NamedTuple):
     mask: jax.Array | None = None  # [B, N] True for real tokens; None: all are
     causal: bool = False  # causal self-attention (CLIP's text tower)
     pool_index: jax.Array | None = None  # [B] the token pool="index" takes (text EOT)
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    x = x.astype(jnp.float32)
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
 
 
 def attention_mask(t: Tokens) -> jax.Array | None:

@@ -1,6 +1,7 @@
 """Vision Transformer image tower (Dosovitskiy et al. 2021), as used by CLIP and SigLIP."""
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -81,6 +82,8 @@ class PatchStem(nn.Module):
     `patch_bias=False` drops the patch embedding's bias and `pre_norm=True` adds the
     LayerNorm CLIP applies before the blocks, as in open_clip / OpenAI.
     """
+
+    example_rank: ClassVar[int] = 3  # one example is [H, W, 3]
 
     width: int
     patch_size: int
