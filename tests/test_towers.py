@@ -154,6 +154,20 @@ def test_shapes_and_parameter_count(name):
     assert state.count_params(state.strip_boxes(boxed)[name]) == expected
 
 
+@pytest.mark.parametrize("name", ["audio", "imu", "video"])
+def test_several_views_per_example(name):
+    """[B, K, ...] inputs (K views or clips of an example) go through as B*K examples."""
+    model, boxed, _ = built(name)
+    x = inputs_of(name)
+    views = jax.ShapeDtypeStruct((B // 2, 2, *x.shape[1:]), x.dtype)
+    out = jax.eval_shape(
+        lambda p, x: model.apply({"params": p}, name, x, keys_of(0, B // 2), True, method="encode"),
+        state.strip_boxes(boxed),
+        views,
+    )
+    assert out["embedding"].shape == (B // 2, 2, E)
+
+
 @pytest.mark.parametrize("name", SHARDED)
 def test_unit_norm_embeddings(name, on_one):
     out = on_one[name]

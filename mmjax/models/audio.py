@@ -8,6 +8,7 @@ embeddings -> the shared encoder.
 """
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -50,6 +51,8 @@ class SpectrogramStem(nn.Module):
     Masked cells are set to 0 after normalisation (the mean of a standardised
     spectrogram). Time patches that do not fit are dropped (a VALID conv).
     """
+
+    example_rank: ClassVar[int] = 1  # one example is [samples], a mono waveform
 
     width: int
     mel: MelConfig

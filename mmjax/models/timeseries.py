@@ -10,6 +10,7 @@ from each example's key.
 """
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -42,6 +43,8 @@ class TimeMasks:
 
 class SeriesStem(nn.Module):
     """Traces [B, T, C] (T divisible by `patch_length`) -> patch tokens."""
+
+    example_rank: ClassVar[int] = 2  # one example is [T, C]
 
     width: int
     patch_length: int

@@ -9,6 +9,8 @@ all frames plus a temporal one [1, F, 1, W] shared by all patches, and one encod
 attends over all space-time tokens jointly.
 """
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,8 @@ def add_factorised_embeddings(
 class VideoStem(nn.Module):
     """Videos [B, F, H, W, 3] (uint8, normalised here; or float, already normalised)
     -> tokens over (F / tubelet) x (H / p) x (W / p) patches."""
+
+    example_rank: ClassVar[int] = 4  # one example is [F, H, W, 3]
 
     width: int
     patch_size: int
