@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from mmjax import config as config_lib
-from mmjax import models
+from mmjax import models, state
+from mmjax.data.modalities import example_specs
 from mmjax.interop import checkpoints
 from mmjax.interop import open_clip as oc
-from mmjax.train import state
-from mmjax.train.step import CLIP_MEAN
+from mmjax.models.vit import CLIP_MEAN
 from tests.helpers import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -108,13 +108,19 @@ def _open_clip_embeddings(model, images: np.ndarray, tokens: np.ndarray):
 
 
 def _mmjax_embeddings(config, params, images: np.ndarray, tokens: np.ndarray):
-    model = models.build_model(config.model)
-    out = jax.jit(model.apply)(
-        {"params": params},
-        jnp.asarray(images.transpose(0, 2, 3, 1)),  # NCHW -> NHWC
-        jnp.asarray(tokens, jnp.int32),
-    )
-    return np.asarray(out["image"]), np.asarray(out["text"])
+    model = models.build_model(config.model, config.objectives)
+    inputs = {
+        "image": jnp.asarray(images.transpose(0, 2, 3, 1)),  # NCHW -> NHWC, normalised
+        "text": jnp.asarray(tokens, jnp.int32),
+    }
+    out = jax.jit(model.apply)({"params": params}, inputs)
+    return np.asarray(out["image"]["embedding"]), np.asarray(out["text"]["embedding"])
+
+
+def _abstract_params(config):
+    model = models.build_model(config.model, config.objectives)
+    dummy = state.dummy_inputs(example_specs(config))
+    return state.strip_boxes(jax.eval_shape(lambda: model.init(jax.random.key(0), dummy)))["params"]
 
 
 def _numpy_state_dict(model) -> dict[str, np.ndarray]:
@@ -275,12 +281,12 @@ def test_training_starts_from_the_imported_weights(tmp_path):
 def test_mmjax_model_with_patch_bias_exports_to_open_clip(tmp_path):
     """A model trained in mmjax (patch bias, no ln_pre) computes the same in open_clip."""
     open_clip = _import_open_clip()
-    config = tiny_config(**{"model.image.patch_bias": True, "model.act": "gelu"})
-    model = models.build_model(config.model)
-    dummy = state.dummy_inputs(config.data.image_size, config.model.text.context_length)
-    params = state.strip_boxes(jax.jit(model.init)(jax.random.key(3), *dummy))["params"]
+    config = tiny_config(**{"model.towers.image.patch_bias": True, "model.act": "gelu"})
+    model = models.build_model(config.model, config.objectives)
+    dummy = state.dummy_inputs(example_specs(config))
+    params = state.strip_boxes(jax.jit(model.init)(jax.random.key(3), dummy))["params"]
     rng = np.random.default_rng(4)  # a visible bias, so that folding it is tested
-    params["image"]["patch_embed"]["bias"] = rng.normal(size=(32,)).astype(np.float32)
+    params["image"]["stem"]["patch_embed"]["bias"] = rng.normal(size=(32,)).astype(np.float32)
     params = jax.tree.map(np.asarray, params)
 
     arch = oc.arch_from_mmjax(config)
@@ -322,8 +328,8 @@ def test_options_that_do_not_convert_fail_by_name():
         oc.arch_from_open_clip(cfg)
     with pytest.raises(ValueError, match="Unknown open_clip model 'ViT-H-14'"):
         oc.model_cfg_from_name_or_file("ViT-H-14")
-    with pytest.raises(ValueError, match=r"model.image.pool='gap'"):
-        oc.arch_from_mmjax(tiny_config(**{"model.image.pool": "gap"}))
+    with pytest.raises(ValueError, match=r"model.towers.image.pool='gap'"):
+        oc.arch_from_mmjax(tiny_config(**{"model.towers.image.pool": "gap"}))
 
 
 @pytest.mark.parametrize("name", ["ViT-B-16", "ViT-L-14-quickgelu"])
@@ -335,9 +341,5 @@ def test_b16_and_l14_state_dicts_and_mmjax_models_have_the_same_parameters(name)
     arch = oc.arch_from_open_clip(oc.model_cfg_from_name_or_file(name))
     shapes = oc.state_dict_shapes(arch)
     assert {k: tuple(v.shape) for k, v in reference.state_dict().items()} == shapes
-    model = models.build_model(_mmjax_config(arch).model)
-    dummy = state.dummy_inputs(arch.image_size, arch.context_length)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy))["params"]
-    assert state.count_params(state.strip_boxes(abstract)) == sum(
-        int(np.prod(s)) for s in shapes.values()
-    )
+    abstract = _abstract_params(_mmjax_config(arch))
+    assert state.count_params(abstract) == sum(int(np.prod(s)) for s in shapes.values())

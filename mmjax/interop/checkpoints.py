@@ -20,8 +20,9 @@ import orbax.checkpoint as ocp
 
 from mmjax import config as config_lib
 from mmjax import models, state
-from mmjax.checkpoint import Checkpointer
+from mmjax.checkpoint import UPGRADE_HINT, Checkpointer
 from mmjax.data.modalities import example_specs
+from mmjax.interop import two_tower
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 
@@ -57,17 +58,59 @@ def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any], path: st
             config[key] = _like(config[key], value)
 
 
+# Sections of named entries, each made from its registered type with that type's fields
+# (towers, data modalities, objective terms) before the saved values are set.
+_TYPED = {
+    ("model", "towers"): lambda e: config_lib.tower(e["type"]),
+    ("data", "modalities"): lambda e: config_lib.modality(e["type"]),
+    ("objectives",): lambda e: config_lib.objective(e["loss"], tuple(e["modalities"])),
+}
+
+
+def _section(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
 def config_from_json(path: str) -> ml_collections.ConfigDict:
     """A run's `config.json` as a ConfigDict: `config.base()` with the saved values set.
 
-    Fields the saved run did not have keep their defaults, which reproduce the behaviour
-    of the code before those fields existed.
+    Towers, data modalities and objective terms are rebuilt from their saved types;
+    evaluator entries are taken as saved. Fields the saved run did not have keep their
+    defaults, which reproduce the behaviour of the code before those fields existed.
+    A config of the two-tower mmjax (before multi-tower models) fails, saying how to
+    upgrade its workdir.
     """
     with open(path) as f:
         saved = json.load(f)
+    if two_tower.is_two_tower_config(saved):
+        workdir = os.path.dirname(os.path.abspath(path))
+        raise ValueError(f"{path} was " + UPGRADE_HINT.format(workdir=workdir) + ".")
     config = config_lib.base()
-    _merge(config, saved)
+    for where, make in _TYPED.items():
+        *parents, leaf = where
+        entries = _section(saved, where) if _has(saved, where) else None
+        if entries is not None:
+            _section(config, tuple(parents))[leaf] = ml_collections.ConfigDict(
+                {name: make(entry) for name, entry in entries.items()}
+            )
+    if "evals" in saved:
+        config.evals = ml_collections.ConfigDict()
+        for name, entry in saved["evals"].items():
+            config.evals[name] = ml_collections.ConfigDict(
+                {k: _like(None, v) for k, v in entry.items()}
+            )
+    _merge(config, {k: v for k, v in saved.items() if k != "evals"})
     return config_lib.lock(config)
+
+
+def _has(tree: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
 
 
 CONFIG_TEMPLATE = '''r"""mmjax config for open_clip weights imported by tools/convert_open_clip.py.
