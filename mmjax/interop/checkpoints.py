@@ -18,11 +18,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mmjax import config as config_lib
 from mmjax import models, state
 from mmjax.checkpoint import UPGRADE_HINT, Checkpointer
 from mmjax.data.modalities import example_specs
-from mmjax.interop import two_tower
+from mmjax.interop import config_json, two_tower
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 
@@ -39,78 +38,22 @@ def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> 
         target[leaf] = value
 
 
-def _like(default: Any, value: Any) -> Any:
-    """JSON lists back to the tuples the defaults use (e.g. mesh.rules)."""
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(_like(d, v) for d, v in zip(default + (None,) * len(value), value))
-    if default is None and isinstance(value, list):
-        return tuple(_like(None, v) for v in value)
-    return value
-
-
-def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any], path: str = "") -> None:
-    for key, value in saved.items():
-        if key not in config:
-            logging.warning("Ignoring %s%s from the saved config: not a field here.", path, key)
-        elif isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, dict):
-            _merge(config[key], value, f"{path}{key}.")
-        else:
-            config[key] = _like(config[key], value)
-
-
-# Sections of named entries, each made from its registered type with that type's fields
-# (towers, data modalities, objective terms) before the saved values are set.
-_TYPED = {
-    ("model", "towers"): lambda e: config_lib.tower(e["type"]),
-    ("data", "modalities"): lambda e: config_lib.modality(e["type"]),
-    ("objectives",): lambda e: config_lib.objective(e["loss"], tuple(e["modalities"])),
-}
-
-
-def _section(tree: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
 def config_from_json(path: str) -> ml_collections.ConfigDict:
     """A run's `config.json` as a ConfigDict: `config.base()` with the saved values set.
 
-    Towers, data modalities and objective terms are rebuilt from their saved types;
-    evaluator entries are taken as saved. Fields the saved run did not have keep their
-    defaults, which reproduce the behaviour of the code before those fields existed.
-    A config of the two-tower mmjax (before multi-tower models) fails, saying how to
-    upgrade its workdir.
+    Fields the saved run did not have keep their defaults, which reproduce the behaviour
+    of the code before those fields existed. A config of the two-tower mmjax (before
+    multi-tower models) fails, saying how to upgrade its workdir.
     """
     with open(path) as f:
         saved = json.load(f)
     if two_tower.is_two_tower_config(saved):
         workdir = os.path.dirname(os.path.abspath(path))
         raise ValueError(f"{path} was " + UPGRADE_HINT.format(workdir=workdir) + ".")
-    config = config_lib.base()
-    for where, make in _TYPED.items():
-        *parents, leaf = where
-        entries = _section(saved, where) if _has(saved, where) else None
-        if entries is not None:
-            _section(config, tuple(parents))[leaf] = ml_collections.ConfigDict(
-                {name: make(entry) for name, entry in entries.items()}
-            )
-    if "evals" in saved:
-        config.evals = ml_collections.ConfigDict()
-        for name, entry in saved["evals"].items():
-            config.evals[name] = ml_collections.ConfigDict(
-                {k: _like(None, v) for k, v in entry.items()}
-            )
-    _merge(config, {k: v for k, v in saved.items() if k != "evals"})
-    return config_lib.lock(config)
-
-
-def _has(tree: Mapping[str, Any], path: tuple[str, ...]) -> bool:
-    for key in path:
-        if not isinstance(tree, Mapping) or key not in tree:
-            return False
-        tree = tree[key]
-    return True
+    config, ignored = config_json.config_from_dict(saved)
+    for field in ignored:
+        logging.warning("Ignoring %s from the saved config: not a field here.", field)
+    return config
 
 
 CONFIG_TEMPLATE = '''r"""mmjax config for open_clip weights imported by tools/convert_open_clip.py.

@@ -24,7 +24,6 @@ Config fields move likewise (`upgrade_config`): `model.image.*` and `model.text.
 the image and text data fields to `data.modalities.{image,text}`.
 """
 
-import copy
 import logging
 import math
 from collections.abc import Mapping
@@ -33,7 +32,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from mmjax import config as config_lib
+from mmjax.interop import config_json
 
 TERM = "image_text"  # the name base() gives the image-text term
 # Entries of each old tower that the new one keeps in its stem, and its final LayerNorm.
@@ -131,9 +130,9 @@ MOVED = {
     "data.tokenizer_model": "data.modalities.text.tokenizer_model",
 }
 PREFIXES = {"model.image.": "model.towers.image.", "model.text.": "model.towers.text."}
-# Gone without a successor: the two-tower model was the only model; the ring losses' options
-# exist only in the terms of losses that take them.
+# Gone without a successor: the two-tower model was the only model.
 DROPPED = ("model.name",)
+# Options of the ring losses, which the terms of other losses do not have: dropped quietly.
 OPTIONAL = ("loss.tile_size", "loss.chunk_size")
 # Old values that the new field spells differently.
 CONVERT = {"model.remat": lambda v: ("full" if v else "none") if isinstance(v, bool) else v}
@@ -153,6 +152,13 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
 def new_field(old: str) -> str | None:
     """Where an old dotted field lives now (None: dropped)."""
     if old in DROPPED:
@@ -165,17 +171,15 @@ def new_field(old: str) -> str | None:
     return old
 
 
-def _as_config_value(default: Any, value: Any) -> Any:
-    """JSON lists back to the tuples the defaults use."""
-    if isinstance(value, list) and (default is None or isinstance(default, tuple)):
-        return tuple(_as_config_value(None, v) for v in value)
-    return value
-
-
-def _tuples(tree: Any) -> Any:
-    if isinstance(tree, Mapping):
-        return {k: _tuples(v) for k, v in tree.items()}
-    return _as_config_value(None, tree)
+# The entries the two-tower model implied: its towers, data modalities and one term.
+TYPES = {
+    "model.towers.image.type": "vit",
+    "model.towers.text.type": "text",
+    "data.modalities.image.type": "image",
+    "data.modalities.text.type": "text",
+    f"objectives.{TERM}.modalities": ("image", "text"),
+    f"objectives.{TERM}.loss": "softmax",  # the default of the two-tower config too
+}
 
 
 def upgrade_config(saved: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, list[str]]:
@@ -186,27 +190,17 @@ def upgrade_config(saved: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict,
     loss) with every saved field set at its new place. Evaluator entries are kept as
     saved.
     """
-    saved = copy.deepcopy(dict(saved))
-    config = config_lib.base()
-    loss = saved.get("loss", {}).get("name", config.objectives[TERM].loss)
-    config.objectives[TERM] = config_lib.objective(loss, ("image", "text"))
-    if "evals" in saved:
-        config.evals = ml_collections.ConfigDict(_tuples(saved.pop("evals")))
-    dropped = []
+    saved = dict(saved)
+    new: dict[str, Any] = {"evals": saved.pop("evals")} if "evals" in saved else {}
+    for field, value in TYPES.items():
+        _set(new, field, value)
+    origin = {}  # new field -> the old one it came from
     for old, value in _flatten(saved).items():
-        if old in OLD_DEFAULTS and value == OLD_DEFAULTS[old]:
-            continue
         field = new_field(old)
-        *parents, leaf = (field or "").split(".")
-        node = config
-        try:
-            for p in parents:
-                node = node[p]
-            if field is None or leaf not in node:
-                raise KeyError(leaf)
-        except KeyError:
-            dropped.append(old)
+        if field is None or (old in OLD_DEFAULTS and value == OLD_DEFAULTS[old]):
             continue
-        value = CONVERT.get(old, lambda v: v)(value)
-        node[leaf] = _as_config_value(node[leaf], value)
-    return config_lib.lock(config), [d for d in dropped if d not in DROPPED + OPTIONAL]
+        _set(new, field, CONVERT.get(old, lambda v: v)(value))
+        origin[field] = old
+    config, ignored = config_json.config_from_dict(new)
+    dropped = [origin.get(f, f) for f in ignored]
+    return config, [f for f in dropped if f not in OPTIONAL]
