@@ -20,7 +20,7 @@ from mmjax.data import pipeline
 from mmjax.interop import two_tower
 from mmjax.parallel.mesh import make_mesh
 from mmjax.train import loop
-from tests.helpers import REPO, cli_env, init_params, tiny_config
+from tests.helpers import REPO, cli_env, tiny_config
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -63,13 +63,14 @@ def test_two_tower_workdir_is_refused_then_upgraded_and_resumed(tmp_path):
     rewrites config.json; training resumes from the upgraded step."""
     config = tiny_config(total_steps=5, ckpt_every=100)
     workdir, ckpt_dir = tmp_path / "run", tmp_path / "run" / "checkpoints"
-    params = init_params(config)
-    mesh = make_mesh(config.mesh)
-    built = state_lib.build(config, mesh)
-    # The optimizer state after one AdamW update from random gradients: Adam moments
-    # that tell the leaves apart.
+    built = state_lib.build(config, make_mesh(config.mesh))
+    # Random parameters (t at CLIP's start, below the cap) and the optimizer state after
+    # one AdamW update from random gradients: arrays that tell the leaves apart.
     rng = np.random.default_rng(0)
-    grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+    normal = lambda scale: lambda x: scale * rng.normal(size=x.shape).astype(np.float32)
+    params = jax.tree.map(normal(0.02), built.abstract.params)
+    params["objectives"]["image_text"]["t"] = np.float32(math.log(1 / 0.07))
+    grads = jax.tree.map(normal(1.0), params)
     old = two_tower_tree(params)
     adam = jax.jit(lambda p, g: built.tx.update(g, built.tx.init(p), p)[1])
     old_opt = jax.device_get(adam(old, two_tower_tree(grads)))

@@ -29,7 +29,7 @@ Params = dict[str, Any]
 
 
 def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> None:
-    """Sets dotted fields ("model.image.variant"); an unknown field fails (locked config)."""
+    """Sets dotted fields ("model.towers.image.variant"); an unknown field fails (locked)."""
     for key, value in fields.items():
         *parents, leaf = key.split(".")
         target = config
