@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from mmjax import config as config_lib
 from mmjax import state as state_lib
@@ -63,7 +64,8 @@ def test_two_tower_workdir_is_refused_then_upgraded_and_resumed(tmp_path):
     rewrites config.json; training resumes from the upgraded step."""
     config = tiny_config(total_steps=5, ckpt_every=100)
     workdir, ckpt_dir = tmp_path / "run", tmp_path / "run" / "checkpoints"
-    built = state_lib.build(config, make_mesh(config.mesh))
+    mesh = make_mesh(config.mesh)  # the 8 test devices; the tool runs on 1
+    built = state_lib.build(config, mesh)
     # Random parameters (t at CLIP's start, below the cap) and the optimizer state after
     # one AdamW update from random gradients: arrays that tell the leaves apart.
     rng = np.random.default_rng(0)
@@ -81,6 +83,7 @@ def test_two_tower_workdir_is_refused_then_upgraded_and_resumed(tmp_path):
         skipped=jnp.int32(0),
         skipped_in_a_row=jnp.int32(0),
     )
+    old_state = jax.device_put(old_state, NamedSharding(mesh, PartitionSpec()))  # replicated
     data_iter = pipeline.train_iterator(config, 0, 1)
     for _ in range(3):
         next(data_iter)
