@@ -180,8 +180,10 @@ def base() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = 512  # the joint space every tower projects into
     c.model.act = "gelu"
-    c.model.dtype = "float32"  # activations; parameters are always float32
+    c.model.dtype = "float32"  # activations
+    c.model.param_dtype = "float32"  # parameters as stored and updated (bfloat16 halves them)
     c.model.remat = "none"  # none | full | dots | names:a,b (models/layers.py); per tower too
+    c.model.attention = "auto"  # auto (cuDNN flash on GPU for bf16, else XLA) | xla | cudnn
     c.model.proj_bias = False
     # Modality name -> tower config (`type` picks the code: vit, text, ...; models/).
     c.model.towers = ml_collections.ConfigDict()
@@ -199,6 +201,7 @@ def base() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.2
     c.optim.grad_clip = 1.0  # global norm; 0 disables
+    c.optim.moment_dtype = "float32"  # Adam's first and second moments; bfloat16 halves them
     c.optim.lr_scaling = "none"  # none | linear | sqrt: scale lr by batch_size / lr_base_batch
     c.optim.lr_base_batch = 256
 
