@@ -176,6 +176,9 @@ def base() -> ml_collections.ConfigDict:
     c.check_memory = True  # stop before training if the compiled step does not fit
     c.max_nonfinite_in_a_row = 20  # stop after this many skipped non-finite steps; 0: never
     c.preemption_check_every = 10  # multi-process runs agree on SIGTERM every N steps
+    # Persistent XLA compilation cache: relative = inside the workdir; "" = off.
+    c.compile_cache_dir = "xla_cache"
+    c.profile = ml_collections.ConfigDict(dict(start=0, steps=3))  # start > 0: trace steps
 
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = 512  # the joint space every tower projects into
@@ -248,6 +251,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.modalities.text = modality("text")
     c.data.num_threads = 8
     c.data.prefetch = 4
+    c.data.device_prefetch = 2  # global batches put on the devices ahead of the step; 0: none
     c.data.shuffle_buffer = 10_000  # streaming: examples shuffled together (a window)
     c.data.cycle_length = 8  # streaming: shards each process reads at once
     c.data.tfds_split = "train"

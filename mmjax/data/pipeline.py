@@ -166,7 +166,7 @@ def train_iterator(
 def skip_counts(data_iter: grain.DatasetIterator) -> dict[str, float]:
     """Records skipped so far, by reason and in all, summed over processes (a collective:
     every process calls it at the same step)."""
-    if not isinstance(data_iter, TrainIterator):
+    if not getattr(data_iter, "reasons", None):  # a TrainIterator, or one that wraps it
         return {}
     counts, reasons = data_iter.skipped, data_iter.reasons
     values = np.array([counts.get(r, 0) for r in reasons], np.int32)

@@ -14,9 +14,10 @@ from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import modalities, pipeline
 from mmjax.metrics import MetricWriter, Progress
+from mmjax.parallel import chips, sharding
 from mmjax.parallel import mesh as mesh_lib
-from mmjax.parallel import sharding
-from mmjax.train import guard, memory, preemption, step
+from mmjax.sweeps import flops
+from mmjax.train import compile_cache, guard, memory, prefetch, preemption, profile, step
 
 MEMORY_HINT = (
     "Lower config.batch_size, raise config.accum_steps, set config.model.remat='full' or"
@@ -59,6 +60,23 @@ def compile_step(config, mesh, built: state.Built, objective: losses.Objective):
     return compiled
 
 
+def throughput_accounting(config: ml_collections.ConfigDict) -> dict:
+    """`Progress` arguments for TFLOP/s and MFU: the step's FLOPs, counted once, and the
+    chip's peak for the activation dtype (None for an unknown chip: no MFU)."""
+    f = flops.step_flops(config)
+    device = jax.local_devices()[0]
+    peak = chips.peak_flops(device, config.model.dtype)
+    logging.info(
+        "Train step: %.4g model TFLOP (+%.4g recomputed) over the global batch; peak %s.",
+        f.model / 1e12,
+        f.recompute / 1e12,
+        f"{peak / 1e12:.0f} TFLOP/s per device" if peak else f"unknown for {device.device_kind}",
+    )
+    return dict(
+        step_flops=f.model, hardware_flops=f.hardware, peak=peak, device_kind=device.device_kind
+    )
+
+
 def restore_or_init(ckpt: Checkpointer, config, built: state.Built, data_iter):
     """(state, first step): the latest checkpoint with its data position, or a fresh start."""
     restored = ckpt.restore_newest(built.abstract, data_iter)
@@ -85,6 +103,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     mesh = mesh_lib.make_mesh(config.mesh)
     config_lib.check(config, jax.device_count(), jax.process_count())
     workdir_lib.prepare(workdir, config, overwrite)
+    compile_cache.enable(config.compile_cache_dir, workdir)
     logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
@@ -98,24 +117,38 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         ckpt_dir = os.path.join(workdir, "checkpoints")
         ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
         train_state, start = restore_or_init(ckpt, config, built, data_iter)
+        profile.log_device_memory("after initialisation")
 
         evaluators = evals.build_evaluators(evals.EvalContext(built.model, mesh, config))
         writer = MetricWriter(workdir)
-        progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
+        progress = Progress(
+            config.total_steps,
+            config.batch_size,
+            jax.device_count(),
+            start,
+            **throughput_accounting(config),
+        )
+        profiler = profile.StepProfiler(config.profile, workdir)
         nonfinite = guard.NonFiniteGuard(config.max_nonfinite_in_a_row, ckpt.directory)
         watcher = preemption.PreemptionWatcher(config.preemption_check_every)
         last: dict[str, float] = {}
         end = min(config.stop_at_step or config.total_steps, config.total_steps)
         logging.info("Training from step %d to %d.", start, end)
+        # The next batches go to the devices while a step runs; its state is that of the
+        # batch last taken, so checkpoints of `batches` resume exactly (train/prefetch.py).
+        to_device = lambda b: sharding.global_batch(b, mesh)
+        batches = prefetch.prefetch(data_iter, to_device, config.data.device_prefetch)
         try:
             for i in range(start + 1, end + 1):
-                batch = sharding.global_batch(next(data_iter), mesh)
+                batch = next(batches)
+                profiler.before(i)
                 train_state, metrics = compiled(train_state, batch)
+                profiler.after(i, metrics)
                 nonfinite.check(i, metrics["skipped_in_a_row"], ckpt.latest_step())
-                progress.add(metrics)
+                progress.add(metrics, batches.wait_s)
                 done = i == end
                 if i % config.log_every == 0 or done:
-                    last = {**progress.report(i), **pipeline.skip_counts(data_iter)}
+                    last = {**progress.report(i), **pipeline.skip_counts(batches)}
                     logging.info(progress.line(i, last))
                     writer.write(i, last)
                 for e in evaluators:
@@ -127,11 +160,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                         last.update(results)
                 stop = watcher.should_stop(i)
                 if i % config.ckpt_every == 0 or done or stop:
-                    ckpt.save(i, train_state, data_iter)
+                    ckpt.save(i, train_state, batches)
                 if stop:
                     raise preemption.Preempted(i, stop)
             nonfinite.flush(ckpt.latest_step())
         finally:
+            profiler.close()
+            batches.close()
             ckpt.close()  # waits for in-flight saves: exiting earlier would lose them
             watcher.close()  # only now: a SIGTERM during the wait must not kill the save
             writer.close()
