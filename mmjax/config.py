@@ -251,6 +251,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.modalities.text = modality("text")
     c.data.num_threads = 8
     c.data.prefetch = 4
+    c.data.worker_processes = 0  # wds: decode in this many processes instead of threads
     c.data.device_prefetch = 2  # global batches put on the devices ahead of the step; 0: none
     c.data.shuffle_buffer = 10_000  # streaming: examples shuffled together (a window)
     c.data.cycle_length = 8  # streaming: shards each process reads at once

@@ -142,7 +142,8 @@ def streaming_batches(
                 ds, window_size=data.shuffle_buffer, seed=seed
             )
         ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=buffer)
-        ds = ParallelMap(ds, prepare_at, max(data.num_threads, 1), buffer)
+        processes = data.get("worker_processes", 0)
+        ds = ParallelMap(ds, prepare_at, max(data.num_threads, 1), buffer, processes)
         return iter(ds.batch(local, drop_remainder=True, batch_fn=collate))
 
     return open_batches

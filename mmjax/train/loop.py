@@ -17,7 +17,7 @@ from mmjax.metrics import MetricWriter, Progress
 from mmjax.parallel import chips, sharding
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.sweeps import flops
-from mmjax.train import compile_cache, guard, memory, prefetch, preemption, profile, step
+from mmjax.train import compile_cache, guard, memory, preemption, prefetch, profile, step
 
 MEMORY_HINT = (
     "Lower config.batch_size, raise config.accum_steps, set config.model.remat='full' or"
