@@ -170,12 +170,10 @@ class OpenClipStep:
         import open_clip
         from open_clip.loss import ClipLoss
 
-        from mmjax.interop import open_clip as oc
-
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
-        self.model = open_clip.CLIP(**oc.open_clip_model_cfg(oc.arch_from_mmjax(config)))
+        self.model = open_clip.CLIP(**open_clip_cfg(config))
         self.model.train()
         o = config.optim
         self.opt = torch.optim.AdamW(
@@ -215,6 +213,43 @@ class OpenClipStep:
             self.step()
             times.append(time.perf_counter() - t)
         return times
+
+
+def open_clip_cfg(config) -> dict:
+    """open_clip's model config for the mmjax config's ViT image and text towers (with
+    `match_open_clip` applied, the two models have the same parameters)."""
+    from mmjax.models import vit
+
+    img, txt = config.model.towers.image, config.model.towers.text
+    size, patch = vit.decode_variant(img.variant)
+    width = img.width or size.width
+    heads, depth = img.num_heads or size.num_heads, img.depth or size.depth
+    return dict(
+        embed_dim=config.model.embed_dim,
+        quick_gelu=config.model.act == "quick_gelu",
+        vision_cfg=dict(
+            image_size=config.data.modalities.image.size,
+            layers=depth,
+            width=width,
+            head_width=width // heads,
+            mlp_ratio=(img.mlp_dim or size.mlp_dim) / width,
+            patch_size=patch,
+        ),
+        text_cfg=dict(
+            context_length=txt.context_length,
+            vocab_size=txt.vocab_size,
+            width=txt.width,
+            heads=txt.num_heads,
+            layers=txt.depth,
+            mlp_ratio=txt.mlp_dim / txt.width,
+        ),
+    )
+
+
+def match_open_clip(config) -> None:
+    """open_clip's ViT: LayerNorm before the blocks, no patch-embedding bias."""
+    config.model.towers.image.pre_norm = True
+    config.model.towers.image.patch_bias = False
 
 
 def import_open_clip():
@@ -301,6 +336,8 @@ def main() -> None:
     args = ARGS
     config = load(args.config, args.set)
     config.check_memory = False
+    if args.open_clip:
+        match_open_clip(config)
     result = {"config": args.config, "set": args.set, "devices": jax.device_count()}
     if args.memory:
         result["memory"] = memory_only(config, args.streamed)

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import json
 import math
+from typing import Any
 
 import jax
 import ml_collections
@@ -68,10 +69,10 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
 
 
 @functools.cache
-def _abstract_forward(config_json: str, only: str | None = None) -> tuple[core.ClosedJaxpr, int]:
-    """(forward jaxpr of one example through every tower, or only modality `only`'s,
-    parameter count); shapes only. Attention is traced as XLA's einsums, whatever the
-    config picks: a fused kernel is one opaque call whose FLOPs the jaxpr cannot see."""
+def _abstract_model(config_json: str) -> tuple[Any, dict, Any]:
+    """(model, one example's input structs, variable structs) of a config; shapes only.
+    Attention is traced as XLA's einsums, whatever the config picks: a fused kernel is
+    one opaque call whose FLOPs the jaxpr cannot see."""
     config = ml_collections.ConfigDict(json.loads(config_json))
     if "attention" in config.model:
         config.model.attention = "xla"
@@ -80,7 +81,14 @@ def _abstract_forward(config_json: str, only: str | None = None) -> tuple[core.C
         name: jax.ShapeDtypeStruct((1, *shape), dtype)
         for name, (shape, dtype) in modalities.example_specs(config).items()
     }
-    variables = jax.eval_shape(model.init, jax.random.key(0), inputs)
+    return model, inputs, jax.eval_shape(model.init, jax.random.key(0), inputs)
+
+
+@functools.cache
+def _abstract_forward(config_json: str, only: str | None = None) -> tuple[core.ClosedJaxpr, int]:
+    """(forward jaxpr of one example through every tower, or only modality `only`'s,
+    parameter count)."""
+    model, inputs, variables = _abstract_model(config_json)
     count = sum(math.prod(v.shape) for v in jax.tree.leaves(variables))
     if only is not None:
         inputs = {only: inputs[only]}

@@ -153,8 +153,10 @@ def make_parts(
     return Parts(
         init=jax.jit(init, out_shardings=buffer_shardings),
         embed=jax.jit(embed, out_shardings=buffer_shardings, donate_argnums=4),
-        loss=jax.jit(
-            loss, out_shardings=(replicated, replicated, diff_shardings, params_shardings)
+        loss=jax.jit(  # the output gradients take the outputs' place (donated)
+            loss,
+            out_shardings=(replicated, replicated, diff_shardings, params_shardings),
+            donate_argnums=1,
         ),
         backward=jax.jit(backward, out_shardings=params_shardings, donate_argnums=5),
         update=jax.jit(apply, out_shardings=(state_shardings, replicated), donate_argnums=(0, 3)),
