@@ -168,6 +168,9 @@ def base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.batch_size = 256  # global batch, over all devices and processes
     c.accum_steps = 1  # >1: exact gradient accumulation over micro-batches (GradCache)
+    # With accum_steps > 1: feed micro-batches from the host, one jitted call each, both
+    # passes (train/streamed.py), so the global input batch never sits on the devices.
+    c.accum_streamed = False
     c.total_steps = 1000
     c.stop_at_step = 0  # >0: save and exit at this step (to fit a job time limit); resumable
     c.log_every = 50

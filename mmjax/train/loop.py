@@ -17,7 +17,16 @@ from mmjax.metrics import MetricWriter, Progress
 from mmjax.parallel import chips, sharding
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.sweeps import flops
-from mmjax.train import compile_cache, guard, memory, preemption, prefetch, profile, step
+from mmjax.train import (
+    compile_cache,
+    guard,
+    memory,
+    preemption,
+    prefetch,
+    profile,
+    step,
+    streamed,
+)
 
 MEMORY_HINT = (
     "Lower config.batch_size, raise config.accum_steps, set config.model.remat='full' or"
@@ -77,8 +86,12 @@ def throughput_accounting(config: ml_collections.ConfigDict) -> dict:
     )
 
 
-def restore_or_init(ckpt: Checkpointer, config, built: state.Built, data_iter):
-    """(state, first step): the latest checkpoint with its data position, or a fresh start."""
+def restore_or_init(
+    ckpt: Checkpointer, config, built: state.Built, data_iter, batches_per_step: int = 1
+):
+    """(state, first step): the latest checkpoint with its data position, or a fresh start.
+
+    `batches_per_step`: data batches one step reads (micro-batches, streamed)."""
     restored = ckpt.restore_newest(built.abstract, data_iter)
     if restored is None:
         return state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings), 0
@@ -90,7 +103,7 @@ def restore_or_init(ckpt: Checkpointer, config, built: state.Built, data_iter):
             " and the step instead (exact for random-access sources).",
             start,
         )
-        pipeline.seek(data_iter, start)
+        pipeline.seek(data_iter, start * batches_per_step)
     return train_state, start
 
 
@@ -111,12 +124,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         log_param_counts(built.abstract)
         objective = losses.Objective(config.objectives, mesh)
 
-        data_iter = pipeline.train_iterator(config, jax.process_index(), jax.process_count())
-        compiled = compile_step(config, mesh, built, objective)
+        # Streamed accumulation (train/streamed.py) reads micro-batches, twice per step.
+        streaming = config.accum_streamed and config.accum_steps > 1
+        data_config = streamed.micro_config(config) if streaming else config
+        data_iter = pipeline.train_iterator(data_config, jax.process_index(), jax.process_count())
+        compiled = None if streaming else compile_step(config, mesh, built, objective)
 
         ckpt_dir = os.path.join(workdir, "checkpoints")
         ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
-        train_state, start = restore_or_init(ckpt, config, built, data_iter)
+        per_step = config.accum_steps if streaming else 1
+        train_state, start = restore_or_init(ckpt, config, built, data_iter, per_step)
         profile.log_device_memory("after initialisation")
 
         evaluators = evals.build_evaluators(evals.EvalContext(built.model, mesh, config))
@@ -135,20 +152,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         end = min(config.stop_at_step or config.total_steps, config.total_steps)
         logging.info("Training from step %d to %d.", start, end)
         # The next batches go to the devices while a step runs; its state is that of the
-        # batch last taken, so checkpoints of `batches` resume exactly (train/prefetch.py).
-        to_device = lambda b: sharding.global_batch(b, mesh)
-        batches = prefetch.prefetch(data_iter, to_device, config.data.device_prefetch)
+        # batch last taken, so checkpoints of `run.data` resume exactly (train/prefetch.py).
+        if streaming:
+            run = streamed.runner(built, objective, config, mesh, data_iter)
+        else:
+            to_device = lambda b: sharding.global_batch(b, mesh)
+            batches = prefetch.prefetch(data_iter, to_device, config.data.device_prefetch)
+            run = prefetch.PrefetchedStep(compiled, batches)
         try:
             for i in range(start + 1, end + 1):
-                batch = next(batches)
                 profiler.before(i)
-                train_state, metrics = compiled(train_state, batch)
+                train_state, metrics = run(train_state)
                 profiler.after(i, metrics)
                 nonfinite.check(i, metrics["skipped_in_a_row"], ckpt.latest_step())
-                progress.add(metrics, batches.wait_s)
+                progress.add(metrics, run.wait_s)
                 done = i == end
                 if i % config.log_every == 0 or done:
-                    last = {**progress.report(i), **pipeline.skip_counts(batches)}
+                    last = {**progress.report(i), **pipeline.skip_counts(run.data)}
                     logging.info(progress.line(i, last))
                     writer.write(i, last)
                 for e in evaluators:
@@ -160,13 +180,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                         last.update(results)
                 stop = watcher.should_stop(i)
                 if i % config.ckpt_every == 0 or done or stop:
-                    ckpt.save(i, train_state, batches)
+                    ckpt.save(i, train_state, run.data)
                 if stop:
                     raise preemption.Preempted(i, stop)
             nonfinite.flush(ckpt.latest_step())
         finally:
             profiler.close()
-            batches.close()
+            run.data.close()
             ckpt.close()  # waits for in-flight saves: exiting earlier would lose them
             watcher.close()  # only now: a SIGTERM during the wait must not kill the save
             writer.close()

@@ -124,3 +124,18 @@ class Synchronous(DevicePrefetch):
         self.wait_s = time.perf_counter() - start
         self._state = self.source.get_state()
         return batch
+
+
+class PrefetchedStep:
+    """The loop's one-jit step: `runner(state) -> (state, metrics)` on the next batch of
+    `data` (a `DevicePrefetch`), which is what checkpoints save; `wait_s` is the time the
+    step waited for its batch."""
+
+    def __init__(self, compiled: Callable, data: DevicePrefetch):
+        self.compiled, self.data = compiled, data
+        self.wait_s = 0.0
+
+    def __call__(self, state):
+        batch = next(self.data)
+        self.wait_s = self.data.wait_s
+        return self.compiled(state, batch)

@@ -22,6 +22,7 @@ compiled on its own; its memory is what bounds the batch (`memory_report`).
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -193,6 +194,49 @@ class StreamedStep:
                 state.params, self._inputs(micro), state.step, jnp.int32(j), g_out, grads
             )
         return p.update(state, loss, metrics, grads)
+
+
+class StreamedRunner:
+    """The loop's streamed step: `runner(state) -> (state, metrics)` reads the step's
+    `accum_steps` micro-batches from `data` (a data iterator of micro-batches), then
+    rewinds `data` to the step's start and reads them again for the backward pass. After
+    a step `data` stands after its last micro-batch, so checkpointing `data` resumes
+    exactly; `wait_s` is the time the step spent waiting for input."""
+
+    def __init__(self, step_fn: StreamedStep, data, accum_steps: int):
+        self.step, self.data, self.k = step_fn, data, accum_steps
+        self.wait_s = 0.0
+
+    def __call__(self, state: TrainState):
+        start, passes = self.data.get_state(), [0]
+        self.wait_s = 0.0
+
+        def micro_batches():
+            if passes[0]:
+                self.data.set_state(start)
+            passes[0] += 1
+            for _ in range(self.k):
+                t = time.perf_counter()
+                batch = next(self.data)
+                self.wait_s += time.perf_counter() - t
+                yield batch
+
+        return self.step(state, micro_batches)
+
+
+def micro_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the batch of one micro-batch: what the data pipeline reads."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.batch_size = config.batch_size // config.accum_steps
+    return c
+
+
+def runner(built, objective: Objective, config, mesh: Mesh, data) -> StreamedRunner:
+    """The streamed step of `config` over `data` (micro-batches, `micro_config`)."""
+    parts = make_parts(built, objective, config, mesh)
+    return StreamedRunner(
+        StreamedStep(parts, objective, mesh, config.accum_steps), data, config.accum_steps
+    )
 
 
 def memory_report(parts: Parts, abstract_state: TrainState, micro: dict, extras: dict) -> dict:
