@@ -104,3 +104,18 @@ def test_prefetch_passes_the_end_and_errors_on():
         next(it)
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_background_yields_in_order_and_raises_in_the_consumer():
+    from mmjax.data.stages import background
+
+    assert list(background(iter(range(7)), 2)) == list(range(7))
+
+    def failing():
+        yield 1
+        raise ValueError("bad record")
+
+    it = background(failing(), 2)
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad record"):
+        next(it)

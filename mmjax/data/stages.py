@@ -13,8 +13,10 @@ import atexit
 import collections
 import copy
 import logging
+import queue
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -150,6 +152,49 @@ class _ParallelMapIterator(grain.DatasetIterator):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         super().close()
+
+
+def background(items: Iterator, depth: int = 2) -> Iterator:
+    """`items` produced `depth` ahead in a thread (evaluation input: reading, batching and
+    the copy to the devices overlap the previous batch's computation). Errors are raised
+    in the consumer; closing the generator stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(x, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for x in items:
+                if not put((x, None)):
+                    return
+            put((done, None))
+        except BaseException as e:
+            put((done, e))
+
+    thread = threading.Thread(target=fill, name="mmjax-background", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x, error = out.get()
+            if x is done:
+                if error is not None:
+                    raise error
+                return
+            yield x
+    finally:
+        stop.set()
 
 
 def _take(batch: Batch, start: int, stop: int) -> dict[str, np.ndarray]:
