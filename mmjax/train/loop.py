@@ -69,10 +69,34 @@ def compile_step(config, mesh, built: state.Built, objective: losses.Objective):
     return compiled
 
 
-def throughput_accounting(config: ml_collections.ConfigDict) -> dict:
+def counted_step_flops(config: ml_collections.ConfigDict, workdir: str) -> flops.StepFlops:
+    """`flops.step_flops`, kept in the workdir: tracing the model to count them takes
+    seconds that a restart (whose step comes from the compilation cache) can skip."""
+    fields = ("model", "objectives", "batch_size", "accum_steps")
+    key = json.dumps(
+        {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in fields},
+        sort_keys=True,
+        default=str,
+    )
+    path = os.path.join(workdir, "step_flops.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["key"] == key:
+            return flops.StepFlops(saved["model"], saved["recompute"])
+    except (OSError, ValueError, KeyError):
+        pass
+    counted = flops.step_flops(config)
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump({"key": key, "model": counted.model, "recompute": counted.recompute}, f)
+    return counted
+
+
+def throughput_accounting(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """`Progress` arguments for TFLOP/s and MFU: the step's FLOPs, counted once, and the
     chip's peak for the activation dtype (None for an unknown chip: no MFU)."""
-    f = flops.step_flops(config)
+    f = counted_step_flops(config, workdir)
     device = jax.local_devices()[0]
     peak = chips.peak_flops(device, config.model.dtype)
     logging.info(
@@ -143,7 +167,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
             config.batch_size,
             jax.device_count(),
             start,
-            **throughput_accounting(config),
+            **throughput_accounting(config, workdir),
         )
         profiler = profile.StepProfiler(config.profile, workdir)
         nonfinite = guard.NonFiniteGuard(config.max_nonfinite_in_a_row, ckpt.directory)
