@@ -88,8 +88,11 @@ def counted_step_flops(config: ml_collections.ConfigDict, workdir: str) -> flops
         pass
     counted = flops.step_flops(config)
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump({"key": key, "model": counted.model, "recompute": counted.recompute}, f)
+        try:
+            with open(path, "w") as f:
+                json.dump({"key": key, "model": counted.model, "recompute": counted.recompute}, f)
+        except OSError:  # a workdir open() cannot write (gs://): count again next time
+            pass
     return counted
 
 
