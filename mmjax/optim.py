@@ -103,6 +103,51 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda p, _: _leaf_name(p) in _DECAYED, params)
 
 
+def scale_by_adam_in(dtype, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Adam's moment estimates stored in `dtype` (bfloat16 halves the optimizer state),
+    computed in float32: each step reads the moments, updates them in float32, and
+    rounds them once on the way back. The update is `optax.scale_by_adam`'s."""
+    dtype = jnp.dtype(dtype)
+
+    def init(params):
+        zeros = lambda p: jnp.zeros(p.shape, dtype)
+        return optax.ScaleByAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=jax.tree.map(zeros, params),
+            nu=jax.tree.map(zeros, params),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        f32 = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)
+        g = f32(updates)
+        mu = jax.tree.map(lambda m, x: b1 * m + (1 - b1) * x, f32(state.mu), g)
+        nu = jax.tree.map(lambda v, x: b2 * v + (1 - b2) * x * x, f32(state.nu), g)
+        count = optax.safe_increment(state.count)
+        c1, c2 = 1 - b1**count, 1 - b2**count
+        out = jax.tree.map(
+            lambda m, v, u: ((m / c1) / (jnp.sqrt(v / c2) + eps)).astype(u.dtype), mu, nu, updates
+        )
+        cast = lambda t: jax.tree.map(lambda x: x.astype(dtype), t)
+        return out, optax.ScaleByAdamState(count=count, mu=cast(mu), nu=cast(nu))
+
+    return optax.GradientTransformation(init, update)
+
+
+def adamw(config: ml_collections.ConfigDict, schedule: optax.Schedule):
+    """optax's AdamW (Loshchilov & Hutter 2019), moments in `optim.moment_dtype`."""
+    c = config.optim
+    if jnp.dtype(c.get("moment_dtype", "float32")) == jnp.float32:
+        return optax.adamw(
+            schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask
+        )
+    return optax.chain(  # what optax.adamw chains, with the moments' dtype
+        scale_by_adam_in(c.moment_dtype, c.b1, c.b2, c.eps),
+        optax.add_decayed_weights(c.weight_decay, decay_mask),
+        optax.scale_by_learning_rate(schedule),
+    )
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict,
 ) -> tuple[optax.GradientTransformation, Callable]:
@@ -110,9 +155,5 @@ def make_optimizer(
     c = config.optim
     schedule = make_schedule(config)
     parts = [optax.clip_by_global_norm(c.grad_clip)] if c.grad_clip > 0 else []
-    parts.append(
-        optax.adamw(
-            schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask
-        )
-    )
+    parts.append(adamw(config, schedule))
     return optax.chain(*parts), schedule

@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from mmjax import optim
 from mmjax.data.modalities import example_specs
 from mmjax.models import Model, build_model
+from mmjax.models.model import OBJECTIVES_KEY
 from mmjax.parallel import sharding
 
 
@@ -41,11 +42,23 @@ def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) 
     return {name: jnp.zeros((batch, *shape), dtype) for name, (shape, dtype) in specs.items()}
 
 
-def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, inputs: dict):
+def cast_params(params: dict, dtype) -> dict:
+    """Tower parameters in `dtype` (config.model.param_dtype); the objective terms' scales
+    and biases stay float32 (a bfloat16 log-scale would not move at usual learning rates)."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return params
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return {k: v if k == OBJECTIVES_KEY else jax.tree.map(cast, v) for k, v in params.items()}
+
+
+def make_init_fn(
+    model: nn.Module, tx: optax.GradientTransformation, inputs: dict, param_dtype="float32"
+):
     """rng -> boxed TrainState (params still carry their logical axis names)."""
 
     def init(rng: jax.Array) -> TrainState:
-        params = model.init(rng, inputs)["params"]
+        params = cast_params(model.init(rng, inputs)["params"], param_dtype)
         zero = jnp.zeros((), jnp.int32)
         return TrainState(
             step=zero, params=params, opt_state=tx.init(params), skipped=zero, skipped_in_a_row=zero
@@ -97,6 +110,7 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Built:
     """Everything needed to initialise, restore or step the run of `config` on `mesh`."""
     model = build_model(config.model, config.objectives)
     tx, schedule = optim.make_optimizer(config)
-    init_fn = make_init_fn(model, tx, dummy_inputs(example_specs(config)))
+    inputs = dummy_inputs(example_specs(config))
+    init_fn = make_init_fn(model, tx, inputs, config.model.get("param_dtype", "float32"))
     abstract, shardings = abstract_state(init_fn, mesh, config.mesh.rules)
     return Built(model, tx, schedule, init_fn, abstract, shardings)

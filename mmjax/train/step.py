@@ -76,19 +76,14 @@ def applied_lr(schedule: optax.Schedule, opt_state: Any) -> jax.Array:
     return schedule(counts[0]) if counts else jnp.zeros((), jnp.float32)
 
 
-def make_train_step(
-    model: Model,
-    objective: Objective,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    config: ml_collections.ConfigDict,
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings."""
-    grad_fn = make_grad_fn(model, objective, config.accum_steps)
+def make_apply_grads(
+    tx: optax.GradientTransformation, schedule: optax.Schedule, config: ml_collections.ConfigDict
+) -> Callable[[TrainState, jax.Array, dict, Any], tuple[TrainState, dict]]:
+    """`apply(state, loss, metrics, grads) -> (state, metrics)`: the optimizer update,
+    skipped whole when the loss or gradient is not finite. Shared by the one-jit step
+    and the streamed one (train/streamed.py)."""
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        keys = example_keys(config.seed, state.step, config.batch_size)
-        (loss, metrics), grads = grad_fn(state.params, batch, keys)
+    def apply(state: TrainState, loss: jax.Array, metrics: dict, grads: Any):
         grad_norm = optax.tree.norm(grads)
         lr = applied_lr(schedule, state.opt_state)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -114,5 +109,24 @@ def make_train_step(
             skipped_in_a_row=in_a_row,
         )
         return new_state, metrics
+
+    return apply
+
+
+def make_train_step(
+    model: Model,
+    objective: Objective,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    config: ml_collections.ConfigDict,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings."""
+    grad_fn = make_grad_fn(model, objective, config.accum_steps)
+    apply = make_apply_grads(tx, schedule, config)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        keys = example_keys(config.seed, state.step, config.batch_size)
+        (loss, metrics), grads = grad_fn(state.params, batch, keys)
+        return apply(state, loss, metrics, grads)
 
     return train_step
