@@ -97,13 +97,16 @@ class Checkpointer:
         logging.info("Restored checkpoint at step %d from %s.", step, self.directory)
         return restored["state"], with_data
 
-    def restore_params(self, step: int, abstract_params: Any, as_numpy: bool = False) -> Any:
+    def restore_params(
+        self, step: int, abstract_params: Any, as_numpy: bool = False, field: str = "params"
+    ) -> Any:
         """Only the parameters of `step`, not the optimizer state (a third of the memory).
 
         Onto the shardings in `abstract_params` (ShapeDtypeStructs), or as host numpy
         arrays with `as_numpy`, whatever mesh wrote them. For evaluation and export.
+        `field`: another part of the state shaped like parameters ("ema").
         """
-        target = {"params": abstract_params}
+        target = {field: abstract_params}
         if as_numpy:
             args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         else:
@@ -114,7 +117,7 @@ class Checkpointer:
                 state=ocp.args.PyTreeRestore(item=target, restore_args=args, partial_restore=True)
             ),
         )
-        return restored["state"]["params"]
+        return restored["state"][field]
 
     def restore_newest(
         self, abstract_state: Any, data_iter: grain.DatasetIterator | None

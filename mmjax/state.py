@@ -5,6 +5,8 @@ config is what training, evaluation, export and import all need.
 """
 
 import dataclasses
+import logging
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from mmjax import optim
+from mmjax import params as params_lib
 from mmjax.data.modalities import example_specs
 from mmjax.models import Model, build_model
 from mmjax.parallel import sharding
@@ -26,7 +29,9 @@ class TrainState(flax.struct.PyTreeNode):
     """Everything that changes during training; plain pytrees, float32.
 
     `skipped` counts steps whose loss or gradient was not finite (their update was
-    dropped); `skipped_in_a_row` counts the current run of them.
+    dropped); `skipped_in_a_row` counts the current run of them. `opt_state` covers the
+    trainable parameters only (frozen ones are `optax.MaskedNode`s there), and so does
+    `ema`, the moving average of the parameters (None unless `config.ema.decay` > 0).
     """
 
     step: jax.Array
@@ -34,6 +39,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     skipped: jax.Array
     skipped_in_a_row: jax.Array
+    ema: Any = None
 
 
 def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) -> dict:
@@ -41,17 +47,48 @@ def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) 
     return {name: jnp.zeros((batch, *shape), dtype) for name, (shape, dtype) in specs.items()}
 
 
-def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, inputs: dict):
+def fresh_state(
+    params: Any, tx: optax.GradientTransformation, frozen: tuple[str, ...] = (), ema: bool = False
+) -> TrainState:
+    """The state a run starts from with `params`: step 0, fresh optimizer moments for the
+    trainable parameters (none for those matching `frozen`), the EMA equal to them."""
+    trainable = params_lib.trainable(params, frozen)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(
+        step=zero,
+        params=params,
+        opt_state=tx.init(trainable),
+        skipped=zero,
+        skipped_in_a_row=zero,
+        ema=jax.tree.map(jnp.copy, trainable) if ema else None,
+    )
+
+
+def make_init_fn(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    inputs: dict,
+    frozen: tuple[str, ...] = (),
+    ema: bool = False,
+):
     """rng -> boxed TrainState (params still carry their logical axis names)."""
 
     def init(rng: jax.Array) -> TrainState:
-        params = model.init(rng, inputs)["params"]
-        zero = jnp.zeros((), jnp.int32)
-        return TrainState(
-            step=zero, params=params, opt_state=tx.init(params), skipped=zero, skipped_in_a_row=zero
-        )
+        return fresh_state(model.init(rng, inputs)["params"], tx, frozen, ema)
 
     return init
+
+
+def ema_params(state: TrainState) -> Any:
+    """The parameters with the EMA in place of every trainable leaf, or None without an
+    EMA. Frozen leaves (not averaged) are the parameters' own."""
+    if state.ema is None:
+        return None
+    return params_lib.merge(state.ema, state.params)
+
+
+def uses_ema(config: ml_collections.ConfigDict) -> bool:
+    return float(config.get("ema", {}).get("decay", 0.0)) > 0
 
 
 def strip_boxes(tree: Any) -> Any:
@@ -91,12 +128,45 @@ class Built:
     init_fn: Any
     abstract: TrainState  # ShapeDtypeStructs with shardings: allocates nothing
     shardings: TrainState
+    frozen: tuple[str, ...] = ()  # regexes of the parameters that do not train
 
 
 def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Built:
     """Everything needed to initialise, restore or step the run of `config` on `mesh`."""
     model = build_model(config.model, config.objectives)
     tx, schedule = optim.make_optimizer(config)
-    init_fn = make_init_fn(model, tx, dummy_inputs(example_specs(config)))
+    frozen = params_lib.frozen_patterns(config)
+    inputs = dummy_inputs(example_specs(config))
+    init_fn = make_init_fn(model, tx, inputs, frozen, uses_ema(config))
     abstract, shardings = abstract_state(init_fn, mesh, config.mesh.rules)
-    return Built(model, tx, schedule, init_fn, abstract, shardings)
+    return Built(model, tx, schedule, init_fn, abstract, shardings, frozen)
+
+
+def init_from(config: ml_collections.ConfigDict, built: Built, state: TrainState) -> TrainState:
+    """A fresh run's state with some parameters taken from another run's checkpoint.
+
+    `config.init.workdir` names the run, `config.init.step` its step (0: the latest) and
+    `config.init.params` regexes of the parameters to take (empty: all), e.g.
+    ("^image/",) for LiT's pre-trained image tower. Only those are read; the optimizer
+    moments start afresh and the EMA from the resulting parameters.
+    """
+    c = config.get("init")
+    if not c or not c.workdir:
+        return state
+    from mmjax.checkpoint import Checkpointer  # below the loop, above the models: import late
+
+    take = params_lib.matches(c.params) if c.params else (lambda _: True)
+    wanted = params_lib.select(built.abstract.params, take)
+    if not wanted:
+        raise ValueError(f"config.init.params={tuple(c.params)} matches no parameter.")
+    ckpts = Checkpointer(os.path.join(c.workdir, "checkpoints"), read_only=True)
+    step = c.step or ckpts.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"config.init.workdir: no checkpoint in {ckpts.directory}.")
+    loaded = ckpts.restore_params(step, wanted)
+    ckpts.close()
+    count = count_params(loaded)
+    logging.info("Initialised %d parameters from %s step %d.", count, c.workdir, step)
+    params = params_lib.replace(state.params, loaded)
+    fresh = lambda p: fresh_state(p, built.tx, built.frozen, uses_ema(config))
+    return jax.jit(fresh, out_shardings=built.shardings)(params)
