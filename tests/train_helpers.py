@@ -30,9 +30,12 @@ def compiled_step(config):
         return mesh, built, loop.compile_step(config, mesh, built, objective)
 
 
-def train_run(config, steps: int) -> tuple[list[state.TrainState], list[dict]]:
-    """(the state after 0, 1, ..., `steps` steps, each step's metrics), on the host."""
-    mesh, built, compiled = compiled_step(config)
+def train_run(config, steps: int, compiled=None) -> tuple[list[state.TrainState], list[dict]]:
+    """(the state after 0, 1, ..., `steps` steps, each step's metrics), on the host.
+
+    `compiled`: `compiled_step(config)`'s result, when a test has it already.
+    """
+    mesh, built, compiled = compiled or compiled_step(config)
     with jax.set_mesh(mesh):
         s = state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings)
         states, metrics = [jax.device_get(s)], []
@@ -43,8 +46,8 @@ def train_run(config, steps: int) -> tuple[list[state.TrainState], list[dict]]:
     return states, metrics
 
 
-def train_states(config, steps: int) -> list[state.TrainState]:
-    return train_run(config, steps)[0]
+def train_states(config, steps: int, compiled=None) -> list[state.TrainState]:
+    return train_run(config, steps, compiled)[0]
 
 
 def tree_bytes(tree, floats: bool = False) -> int:
