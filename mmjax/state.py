@@ -6,7 +6,6 @@ config is what training, evaluation, export and import all need.
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -18,7 +17,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from mmjax import optim
+from mmjax import optim, storage
 from mmjax import params as params_lib
 from mmjax.data.modalities import example_specs
 from mmjax.models import Model, build_model
@@ -159,7 +158,7 @@ def init_from(config: ml_collections.ConfigDict, built: Built, state: TrainState
     wanted = params_lib.select(built.abstract.params, take)
     if not wanted:
         raise ValueError(f"config.init.params={tuple(c.params)} matches no parameter.")
-    ckpts = Checkpointer(os.path.join(c.workdir, "checkpoints"), read_only=True)
+    ckpts = Checkpointer(storage.join(c.workdir, "checkpoints"), read_only=True)
     step = c.step or ckpts.latest_step()
     if step is None:
         raise FileNotFoundError(f"config.init.workdir: no checkpoint in {ckpts.directory}.")

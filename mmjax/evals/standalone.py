@@ -9,7 +9,6 @@ checkpoint's step, under the same names as in-loop evaluations ("zeroshot/top1")
 """
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -18,7 +17,7 @@ import jax
 import ml_collections
 
 from mmjax import params as params_lib
-from mmjax import state
+from mmjax import state, storage
 from mmjax.checkpoint import Checkpointer
 from mmjax.evals.registry import EvalContext, build_evaluators
 from mmjax.metrics import MetricWriter
@@ -36,9 +35,9 @@ def restore_params(
     """(model, params on the mesh, step, EMA parameters or None) from `workdir`'s latest or
     `step`-th checkpoint. The EMA is read only when the run has one."""
     built = state.build(config, mesh)
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise NoCheckpointError(f"No checkpoint in {os.path.abspath(directory)}: no such folder.")
+    directory = storage.join(workdir, "checkpoints")
+    if not storage.isdir(directory):
+        raise NoCheckpointError(f"No checkpoint in {storage.absolute(directory)}: no such folder.")
     ckpts = Checkpointer(directory, read_only=True)  # a training run may be saving here
     steps = ckpts.all_steps()
     if not steps or (step and step not in steps):

@@ -2,14 +2,13 @@
 
 import json
 import logging
-import os
 
 import flax.linen as nn
 import jax
 import ml_collections
 
 from mmjax import config as config_lib
-from mmjax import evals, losses, state
+from mmjax import evals, losses, state, storage
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import modalities, pipeline
@@ -85,7 +84,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     """
     mesh = mesh_lib.make_mesh(config.mesh)
     config_lib.check(config, jax.device_count(), jax.process_count())
-    workdir_lib.prepare(workdir, config, overwrite)
+    record = workdir_lib.prepare(workdir, config, overwrite)  # config.json: at commit()
     logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
@@ -96,7 +95,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         data_iter = pipeline.train_iterator(config, jax.process_index(), jax.process_count())
         compiled = compile_step(config, mesh, built, objective)
 
-        ckpt_dir = os.path.join(workdir, "checkpoints")
+        ckpt_dir = storage.join(workdir, "checkpoints")
         ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
         train_state, start = restore_or_init(ckpt, config, built, data_iter)
 
@@ -107,6 +106,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         watcher = preemption.PreemptionWatcher(config.preemption_check_every)
         last: dict[str, float] = {}
         end = min(config.stop_at_step or config.total_steps, config.total_steps)
+        record.commit()  # the run has started: a failure before here leaves no record
         logging.info("Training from step %d to %d.", start, end)
         try:
             for i in range(start + 1, end + 1):
