@@ -214,21 +214,63 @@ def has_groups(optim: ml_collections.ConfigDict) -> bool:
     )
 
 
+def scale_by_adam_in(dtype, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """Adam's moment estimates stored in `dtype` (bfloat16 halves the optimizer state),
+    computed in float32: each step reads the moments, updates them in float32, and
+    rounds them once on the way back. The update is `optax.scale_by_adam`'s."""
+    dtype = jnp.dtype(dtype)
+
+    def init(params):
+        zeros = lambda p: jnp.zeros(p.shape, dtype)
+        return optax.ScaleByAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=jax.tree.map(zeros, params),
+            nu=jax.tree.map(zeros, params),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        f32 = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)
+        g = f32(updates)
+        mu = jax.tree.map(lambda m, x: b1 * m + (1 - b1) * x, f32(state.mu), g)
+        nu = jax.tree.map(lambda v, x: b2 * v + (1 - b2) * x * x, f32(state.nu), g)
+        count = optax.safe_increment(state.count)
+        c1, c2 = 1 - b1**count, 1 - b2**count
+        out = jax.tree.map(
+            lambda m, v, u: ((m / c1) / (jnp.sqrt(v / c2) + eps)).astype(u.dtype), mu, nu, updates
+        )
+        cast = lambda t: jax.tree.map(lambda x: x.astype(dtype), t)
+        return out, optax.ScaleByAdamState(count=count, mu=cast(mu), nu=cast(nu))
+
+    return optax.GradientTransformation(init, update)
+
+
+def scale_by_adam(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam's moments, in `optim.moment_dtype` (optax's own for float32)."""
+    if jnp.dtype(c.get("moment_dtype", "float32")) == jnp.float32:
+        return optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
+    return scale_by_adam_in(c.moment_dtype, c.b1, c.b2, c.eps)
+
+
 def adamw(config: ml_collections.ConfigDict, schedule: optax.Schedule):
-    """AdamW (optax.adamw's order: Adam moments, decoupled decay, schedule) with per-group
-    weight-decay and learning-rate multipliers; `optax.adamw` itself without groups (the
-    same numbers, and the optimizer state of runs that predate groups)."""
+    """AdamW (Loshchilov & Hutter 2019; optax.adamw's order: Adam moments in
+    `optim.moment_dtype`, decoupled decay, schedule) with per-group weight-decay and
+    learning-rate multipliers; `optax.adamw` itself without groups and with float32
+    moments (the same numbers, and the optimizer state of runs that predate both)."""
     c = config.optim
-    if not has_groups(c):
+    groups = has_groups(c)
+    if not groups and jnp.dtype(c.get("moment_dtype", "float32")) == jnp.float32:
         return optax.adamw(
             schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask
         )
-    return optax.chain(
-        optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
-        add_decayed_weights_by(c.weight_decay, wd_multipliers(c)),
-        optax.scale_by_learning_rate(schedule),
-        scale_by_multipliers(lr_multipliers(c)),
-    )
+    if groups:
+        decay = add_decayed_weights_by(c.weight_decay, wd_multipliers(c))
+    else:
+        decay = optax.add_decayed_weights(c.weight_decay, decay_mask)
+    parts = [scale_by_adam(c), decay, optax.scale_by_learning_rate(schedule)]
+    if groups:
+        parts.append(scale_by_multipliers(lr_multipliers(c)))
+    return optax.chain(*parts)
 
 
 def make_optimizer(

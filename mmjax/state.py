@@ -21,6 +21,7 @@ from mmjax import optim, storage
 from mmjax import params as params_lib
 from mmjax.data.modalities import example_specs
 from mmjax.models import Model, build_model
+from mmjax.models.model import OBJECTIVES_KEY
 from mmjax.parallel import sharding
 
 
@@ -46,11 +47,22 @@ def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) 
     return {name: jnp.zeros((batch, *shape), dtype) for name, (shape, dtype) in specs.items()}
 
 
+def cast_params(params: dict, dtype) -> dict:
+    """Tower parameters in `dtype` (config.model.param_dtype); the objective terms' scales
+    and biases stay float32 (a bfloat16 log-scale would not move at usual learning rates)."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return params
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return {k: v if k == OBJECTIVES_KEY else jax.tree.map(cast, v) for k, v in params.items()}
+
+
 def fresh_state(
     params: Any, tx: optax.GradientTransformation, frozen: tuple[str, ...] = (), ema: bool = False
 ) -> TrainState:
     """The state a run starts from with `params`: step 0, fresh optimizer moments for the
-    trainable parameters (none for those matching `frozen`), the EMA equal to them."""
+    trainable parameters (none for those matching `frozen`), the EMA equal to them (in
+    float32 whatever `param_dtype`: a bfloat16 average would not move at decay 0.9999)."""
     trainable = params_lib.trainable(params, frozen)
     zero = jnp.zeros((), jnp.int32)
     return TrainState(
@@ -59,7 +71,7 @@ def fresh_state(
         opt_state=tx.init(trainable),
         skipped=zero,
         skipped_in_a_row=zero,
-        ema=jax.tree.map(jnp.copy, trainable) if ema else None,
+        ema=jax.tree.map(lambda p: p.astype(jnp.float32), trainable) if ema else None,
     )
 
 
@@ -69,21 +81,28 @@ def make_init_fn(
     inputs: dict,
     frozen: tuple[str, ...] = (),
     ema: bool = False,
+    param_dtype: Any = "float32",
 ):
     """rng -> boxed TrainState (params still carry their logical axis names)."""
 
     def init(rng: jax.Array) -> TrainState:
-        return fresh_state(model.init(rng, inputs)["params"], tx, frozen, ema)
+        params = cast_params(model.init(rng, inputs)["params"], param_dtype)
+        return fresh_state(params, tx, frozen, ema)
 
     return init
 
 
+def ema_model(ema: Any, params: Any) -> Any:
+    """`params` with the EMA in place of every trainable leaf. Frozen leaves (not
+    averaged) are the parameters' own; every leaf has the parameters' dtype (the EMA
+    itself is float32)."""
+    merged = params_lib.merge(ema, params)
+    return jax.tree.map(lambda m, p: m.astype(p.dtype), merged, params)
+
+
 def ema_params(state: TrainState) -> Any:
-    """The parameters with the EMA in place of every trainable leaf, or None without an
-    EMA. Frozen leaves (not averaged) are the parameters' own."""
-    if state.ema is None:
-        return None
-    return params_lib.merge(state.ema, state.params)
+    """The EMA model's parameters (`ema_model`), or None without an EMA."""
+    return None if state.ema is None else ema_model(state.ema, state.params)
 
 
 def uses_ema(config: ml_collections.ConfigDict) -> bool:
@@ -136,7 +155,8 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Built:
     tx, schedule = optim.make_optimizer(config)
     frozen = params_lib.frozen_patterns(config)
     inputs = dummy_inputs(example_specs(config))
-    init_fn = make_init_fn(model, tx, inputs, frozen, uses_ema(config))
+    param_dtype = config.model.get("param_dtype", "float32")
+    init_fn = make_init_fn(model, tx, inputs, frozen, uses_ema(config), param_dtype)
     abstract, shardings = abstract_state(init_fn, mesh, config.mesh.rules)
     return Built(model, tx, schedule, init_fn, abstract, shardings, frozen)
 

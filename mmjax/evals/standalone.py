@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mmjax import params as params_lib
 from mmjax import state, storage
 from mmjax.checkpoint import Checkpointer
 from mmjax.evals.registry import EvalContext, build_evaluators
@@ -50,7 +49,7 @@ def restore_params(
     ema = None
     if built.abstract.ema is not None:
         averaged = ckpts.restore_params(step, built.abstract.ema, field="ema")
-        ema = params_lib.merge(averaged, params)  # frozen parameters are not averaged
+        ema = state.ema_model(averaged, params)  # frozen parameters are not averaged
     ckpts.close()
     return built.model, params, step, ema
 

@@ -110,6 +110,7 @@ class Tower(nn.Module):
     dtype: layers.Dtype = jnp.float32
     remat: str = "none"
     token_drop: float = 0.0
+    attention: str = "auto"  # layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(
@@ -131,6 +132,7 @@ class Tower(nn.Module):
             self.act,
             self.dtype,
             self.remat,
+            self.attention,
             name="encoder",
         )(t.x, attention_mask(t))
         norm = layers.layer_norm(self.dtype, "norm")
@@ -157,7 +159,9 @@ class Tower(nn.Module):
             w = t.mask[..., None].astype(h.dtype)
             return norm((h * w).sum(axis=1) / jnp.maximum(w.sum(axis=1), 1))
         if self.pool == "map":
-            head = layers.MAPHead(self.num_heads, self.mlp_dim, self.act, self.dtype, name="map")
+            head = layers.MAPHead(
+                self.num_heads, self.mlp_dim, self.act, self.dtype, self.attention, name="map"
+            )
             return head(norm(h), t.mask)
         if self.pool == "index":
             return norm(jnp.take_along_axis(h, t.pool_index[:, None, None], axis=1)[:, 0])
@@ -181,6 +185,7 @@ def tower(
         dtype=tower_dtype(tower_config, model_config),
         remat=tower_config.remat or model_config.remat,
         token_drop=float(tower_config.get("token_drop", 0.0)),
+        attention=model_config.get("attention", "auto"),
         **encoder,
     )
 

@@ -11,7 +11,7 @@ import optax
 from mmjax import params as params_lib
 from mmjax.losses.objectives import Objective
 from mmjax.models import Model, clamp_temperatures
-from mmjax.state import TrainState
+from mmjax.state import TrainState, ema_params
 from mmjax.train import accumulate, ema, freeze, token_drop
 
 Outputs = dict[str, dict[str, jax.Array]]
@@ -77,35 +77,20 @@ def applied_lr(schedule: optax.Schedule, opt_state: Any) -> jax.Array:
     return schedule(counts[0]) if counts else jnp.zeros((), jnp.float32)
 
 
-def make_train_step(
-    model: Model,
-    objective: Objective,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    config: ml_collections.ConfigDict,
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings.
+def make_apply_grads(
+    tx: optax.GradientTransformation, schedule: optax.Schedule, config: ml_collections.ConfigDict
+) -> Callable[[TrainState, jax.Array, dict, Any], tuple[TrainState, dict]]:
+    """`apply(state, loss, metrics, grads) -> (state, metrics)`: the optimizer update,
+    skipped whole when the loss or gradient is not finite. Shared by the one-jit step
+    and the streamed one (train/streamed.py).
 
-    Frozen parameters (locked towers, `optim.freeze`) get no gradient and never reach the
-    optimizer (train/freeze.py); token-dropping phases switch on the step
-    (train/token_drop.py); the EMA follows every applied update (train/ema.py).
+    Frozen parameters (locked towers, `optim.freeze`) never reach the optimizer: it runs
+    over the trainable part of the tree and they are put back untouched (train/freeze.py);
+    the EMA follows every applied update (train/ema.py).
     """
     frozen = params_lib.frozen_patterns(config)
-    make = lambda m: make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
-    grad_fn = token_drop.phased_grad_fn(model, config, make)
-    teachers = objective.ema_teacher_modalities
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        keys = example_keys(config.seed, state.step, config.batch_size)
-        if teachers:  # an objective's teacher is the EMA model (train/ema.py)
-            if state.ema is None:
-                raise ValueError("An objective has teacher='ema': set config.ema.decay.")
-            ema_model = params_lib.merge(state.ema, state.params)
-            batch = {
-                **batch,
-                **ema.teacher_embeddings(model, ema_model, batch, teachers, config.accum_steps),
-            }
-        (loss, metrics), grads = grad_fn(state.step, state.params, batch, keys)
+    def apply(state: TrainState, loss: jax.Array, metrics: dict, grads: Any):
         mask = params_lib.frozen_mask(state.params, frozen)
         grads = params_lib.split(grads, mask)[0]
         trainable, fixed = params_lib.split(state.params, mask)
@@ -139,5 +124,40 @@ def make_train_step(
             skipped_in_a_row=in_a_row,
         )
         return new_state, metrics
+
+    return apply
+
+
+def make_train_step(
+    model: Model,
+    objective: Objective,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    config: ml_collections.ConfigDict,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings.
+
+    Frozen parameters get no gradient computation (train/freeze.py); token-dropping
+    phases switch on the step (train/token_drop.py); an objective whose teacher is the
+    EMA model reads its embeddings of the batch (train/ema.py).
+    """
+    frozen = params_lib.frozen_patterns(config)
+    make = lambda m: make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
+    grad_fn = token_drop.phased_grad_fn(model, config, make)
+    teachers = objective.ema_teacher_modalities
+    apply = make_apply_grads(tx, schedule, config)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        keys = example_keys(config.seed, state.step, config.batch_size)
+        if teachers:  # an objective's teacher is the EMA model (train/ema.py)
+            if state.ema is None:
+                raise ValueError("An objective has teacher='ema': set config.ema.decay.")
+            ema_model = ema_params(state)
+            batch = {
+                **batch,
+                **ema.teacher_embeddings(model, ema_model, batch, teachers, config.accum_steps),
+            }
+        (loss, metrics), grads = grad_fn(state.step, state.params, batch, keys)
+        return apply(state, loss, metrics, grads)
 
     return train_step
