@@ -17,6 +17,7 @@ from mmjax.losses import (
     matryoshka,  # noqa: F401
     multi_positive,  # noqa: F401
     multi_positive_ring,  # noqa: F401
+    ntxent,  # noqa: F401
     sigmoid,  # noqa: F401
     sigmoid_ring,  # noqa: F401
     soft_targets,  # noqa: F401
