@@ -35,9 +35,16 @@ TERM_DEFAULTS = dict(
     x_labels="",  # per-side overrides of `labels`
     y_labels="",
     teacher="self",  # x_teacher / y_teacher: "self" (this step's, stop-gradient) | "ema"
+    # Rows of a queue of past y embeddings (the teacher's: the stopped student's with
+    # teacher="self", the EMA's with "ema") for losses taking `y_queue` (losses/queue.py,
+    # train/queue.py); a multiple of the rows a step adds.
+    queue_size=0,
 )
 # Batch entries holding the EMA model's embeddings of a modality (train/ema.py adds them).
 EMA_TEACHER_PREFIX = "ema_teacher/"
+# Batch entries holding a term's queue and which of its rows are filled (train/queue.py),
+# and the metrics entries the objective hands back with this step's rows for it.
+QUEUE_PREFIX, QUEUE_VALID_PREFIX, QUEUE_PUSH_PREFIX = "queue/", "queue_valid/", "queue_push/"
 TEACHERS = ("self", "ema")
 
 Outputs = Mapping[str, Mapping[str, jax.Array]]  # {modality: {"embedding", "tokens", ...}}
@@ -117,6 +124,8 @@ INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     # Soft targets' "teacher": this step's embeddings without gradient, or the EMA's.
     "x_teacher": _teacher("x"),
     "y_teacher": _teacher("y"),
+    "y_queue": lambda term, outputs, batch: batch[QUEUE_PREFIX + term.name],
+    "y_queue_valid": lambda term, outputs, batch: batch[QUEUE_VALID_PREFIX + term.name],
 }
 TOKEN_INPUTS = ("x_tokens", "y_tokens", "x_token_mask", "y_token_mask")
 
@@ -161,6 +170,12 @@ class Objective:
                 raise ValueError(f"Loss {c.loss!r} takes inputs {unknown} that no term provides.")
             if c.get("teacher", "self") not in TEACHERS:
                 raise ValueError(f"config.objectives.{name}.teacher: use one of {TEACHERS}.")
+            if ("y_queue" in loss.inputs) != (c.get("queue_size", 0) > 0):
+                raise ValueError(
+                    f"config.objectives.{name}: queue_size > 0 goes with a loss that takes a"
+                    f" queue (softmax_queue, moco) and only with one; got loss {c.loss!r},"
+                    f" queue_size={c.get('queue_size', 0)}."
+                )
             term = Term(name, c.modalities[0], c.modalities[1], float(c.weight), loss, c)
             self.terms.append(term)
             self._sharded[name] = sharded_loss(loss, mesh)
@@ -189,6 +204,8 @@ class Objective:
         for t in self.terms:
             if t.config.get("teacher", "self") == "ema":
                 out += [getattr(t, s) for s in ("x", "y") if f"{s}_teacher" in t.loss.inputs]
+                if "y_queue" in t.loss.inputs:  # the queue holds the teacher's rows
+                    out.append(t.y)
         return tuple(dict.fromkeys(out))
 
     @property
@@ -201,7 +218,18 @@ class Objective:
                 if f"{side}_labels" in t.loss.inputs and t.label_key(side) != EXAMPLE:
                     keys.append(t.label_key(side))
         keys += [EMA_TEACHER_PREFIX + m for m in self.ema_teacher_modalities]
+        for t in self.queue_terms:
+            keys += [QUEUE_PREFIX + t.name, QUEUE_VALID_PREFIX + t.name]
         return tuple(dict.fromkeys(keys))
+
+    @property
+    def queue_terms(self) -> tuple[Term, ...]:
+        """Terms with a queue of past y embeddings."""
+        return tuple(t for t in self.terms if "y_queue" in t.loss.inputs)
+
+    def queue_rows(self, term: Term, outputs: Outputs, batch: Mapping) -> jax.Array:
+        """This step's rows for `term`'s queue: its teacher's y embeddings, no gradient."""
+        return jax.lax.stop_gradient(_teacher("y")(term, outputs, batch))
 
     def __call__(
         self,
@@ -221,4 +249,6 @@ class Objective:
             named = rename(m, t.x, t.y)
             metrics |= {f"{t.name}/{k}": v for k, v in named.items()}
             metrics |= {f"{t.name}/loss": loss, f"{t.name}/scale": scale, f"{t.name}/bias": bias}
+            if "y_queue" in t.loss.inputs:  # popped by the train step (train/queue.py)
+                metrics[QUEUE_PUSH_PREFIX + t.name] = self.queue_rows(t, outputs, batch)
         return total, metrics

@@ -12,7 +12,7 @@ from mmjax import params as params_lib
 from mmjax.losses.objectives import Objective
 from mmjax.models import Model, clamp_temperatures
 from mmjax.state import TrainState, ema_params
-from mmjax.train import accumulate, ema, freeze, token_drop
+from mmjax.train import accumulate, ema, freeze, queue, token_drop
 
 Outputs = dict[str, dict[str, jax.Array]]
 
@@ -139,7 +139,8 @@ def make_train_step(
 
     Frozen parameters get no gradient computation (train/freeze.py); token-dropping
     phases switch on the step (train/token_drop.py); an objective whose teacher is the
-    EMA model reads its embeddings of the batch (train/ema.py).
+    EMA model reads its embeddings of the batch (train/ema.py); terms with a queue read
+    it and push this step's rows after the update (train/queue.py).
     """
     frozen = params_lib.frozen_patterns(config)
     make = lambda m: make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
@@ -157,7 +158,14 @@ def make_train_step(
                 **batch,
                 **ema.teacher_embeddings(model, ema_model, batch, teachers, config.accum_steps),
             }
+        if state.queues is not None:  # past embeddings as negatives (train/queue.py)
+            batch = {**batch, **queue.batch_entries(state.queues)}
         (loss, metrics), grads = grad_fn(state.step, state.params, batch, keys)
-        return apply(state, loss, metrics, grads)
+        pushed, metrics = queue.pop_pushed(metrics)
+        new_state, metrics = apply(state, loss, metrics, grads)
+        if pushed:
+            applied = new_state.skipped_in_a_row == 0
+            new_state = new_state.replace(queues=queue.push(state.queues, pushed, applied))
+        return new_state, metrics
 
     return train_step
