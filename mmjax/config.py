@@ -150,6 +150,13 @@ def modality(type: str, **fields: Any) -> ml_collections.ConfigDict:
     return _entry(f"modality type {type!r}", modalities.modality_defaults(type), fields)
 
 
+def head(type: str, **fields: Any) -> ml_collections.ConfigDict:
+    """A `config.model.heads` entry: a self-supervised head (models/heads.py: mae, mlm)."""
+    from mmjax.models import heads
+
+    return _entry(f"head type {type!r}", heads.head_defaults(type), fields)
+
+
 def objective(loss: str, modalities: tuple[str, str], **fields: Any) -> ml_collections.ConfigDict:
     """A `config.objectives` term: `loss` between two modalities, with its options."""
     from mmjax.losses import objectives
@@ -195,6 +202,9 @@ def base() -> ml_collections.ConfigDict:
     c.model.towers = ml_collections.ConfigDict()
     c.model.towers.image = tower("vit")
     c.model.towers.text = tower("text")
+    # Head name -> a self-supervised head on a tower (mae, mlm; models/heads.py), its
+    # per-example loss averaged by an objective term `objective("mean", (name, name))`.
+    c.model.heads = ml_collections.ConfigDict()
 
     # Term name -> a weighted loss between two modalities (losses/objectives.py).
     c.objectives = ml_collections.ConfigDict()

@@ -18,6 +18,7 @@ from mmjax.losses import (
     multi_positive,  # noqa: F401
     multi_positive_ring,  # noqa: F401
     ntxent,  # noqa: F401
+    per_example,  # noqa: F401
     queue,  # noqa: F401
     sigmoid,  # noqa: F401
     sigmoid_ring,  # noqa: F401

@@ -124,6 +124,7 @@ INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     # Soft targets' "teacher": this step's embeddings without gradient, or the EMA's.
     "x_teacher": _teacher("x"),
     "y_teacher": _teacher("y"),
+    "x_values": lambda term, outputs, batch: outputs[term.x]["values"],  # heads' losses
     "y_queue": lambda term, outputs, batch: batch[QUEUE_PREFIX + term.name],
     "y_queue_valid": lambda term, outputs, batch: batch[QUEUE_VALID_PREFIX + term.name],
 }
@@ -184,8 +185,10 @@ class Objective:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """Every modality some term reads, in order of first use."""
-        return tuple(dict.fromkeys(m for t in self.terms for m in (t.x, t.y)))
+        """Every modality some term reads, in order of first use (not the heads whose
+        per-example values a term averages: the model computes them)."""
+        towers = [t for t in self.terms if "x_values" not in t.loss.inputs]
+        return tuple(dict.fromkeys(m for t in towers for m in (t.x, t.y)))
 
     @property
     def token_modalities(self) -> tuple[str, ...]:
@@ -243,7 +246,10 @@ class Objective:
         for t in self.terms:
             scale, bias = logits[t.name]
             inputs = {i: INPUTS[i](t, outputs, batch) for i in t.loss.inputs}
-            x, y = rows(outputs[t.x]["embedding"]), rows(outputs[t.y]["embedding"])
+            if "x_values" in inputs:  # a head's per-example values, [B] -> [B, 1]
+                x = y = inputs["x_values"][:, None]
+            else:
+                x, y = rows(outputs[t.x]["embedding"]), rows(outputs[t.y]["embedding"])
             loss, m = self._sharded[t.name](x, y, scale, bias, **inputs)
             total = total + t.weight * loss
             named = rename(m, t.x, t.y)

@@ -31,7 +31,7 @@ def make_forward(model: Model, objective: Objective) -> Callable[[Any, dict, jax
 
     def forward(params: Any, inputs: dict, keys: jax.Array) -> Outputs:
         out = model.apply({"params": params}, inputs, keys, train=True, with_tokens=tokens)
-        keep = ("embedding", "tokens", "token_mask")
+        keep = ("embedding", "tokens", "token_mask", "values")
         return {m: {k: v for k, v in o.items() if k in keep} for m, o in out.items()}
 
     return forward
@@ -41,9 +41,12 @@ def make_logits(model: Model) -> Callable[[Any], dict[str, tuple[jax.Array, jax.
     return lambda params: model.apply({"params": params}, method="logit_params")
 
 
-def split_batch(batch: Mapping[str, jax.Array], objective: Objective) -> tuple[dict, dict]:
-    """(tower inputs, other entries the objective reads: labels)."""
-    inputs = {m: batch[m] for m in objective.modalities}
+def split_batch(
+    batch: Mapping[str, jax.Array], objective: Objective, heads: tuple[str, ...] = ()
+) -> tuple[dict, dict]:
+    """(tower inputs: the objective's modalities and those the model's `heads` read,
+    other entries the objective reads: labels)."""
+    inputs = {m: batch[m] for m in dict.fromkeys((*objective.modalities, *heads))}
     return inputs, {k: batch[k] for k in objective.batch_keys}
 
 
@@ -54,13 +57,14 @@ def make_grad_fn(model: Model, objective: Objective, accum_steps: int = 1) -> Ca
     with the exact full-batch gradient (train/accumulate.py).
     """
     forward, logits = make_forward(model, objective), make_logits(model)
+    heads = getattr(model, "head_modalities", ())
     if accum_steps > 1:
         return accumulate.make_accumulated_grad_fn(
-            forward, logits, objective, accum_steps, lambda b: split_batch(b, objective)
+            forward, logits, objective, accum_steps, lambda b: split_batch(b, objective, heads)
         )
 
     def loss_of(params, batch: dict, keys: jax.Array):
-        inputs, extras = split_batch(batch, objective)
+        inputs, extras = split_batch(batch, objective, heads)
         return objective(forward(params, inputs, keys), logits(params), extras)
 
     return jax.value_and_grad(loss_of, has_aux=True)
