@@ -124,7 +124,7 @@ def test_groups_with_bfloat16_moments():
     moments = [x.dtype for x in jax.tree.leaves(opt_state) if x.ndim > 0]
     assert moments and all(d == jnp.bfloat16 for d in moments), set(moments)
     for p, a, b in zip(before, got, want):
-        np.testing.assert_allclose(a - p, b - p, rtol=3e-2, atol=1e-6)
+        np.testing.assert_allclose(a - p, b - p, rtol=3e-2, atol=1e-5)  # updates ~1e-3
 
 
 def test_layer_decay_multipliers():
