@@ -1,5 +1,6 @@
 """The training loop, top to bottom: mesh, model, data, state, step, then iterate."""
 
+import contextlib
 import json
 import logging
 import os
@@ -78,21 +79,18 @@ def counted_step_flops(config: ml_collections.ConfigDict, workdir: str) -> flops
         sort_keys=True,
         default=str,
     )
-    path = os.path.join(workdir, "step_flops.json")
+    path = storage.join(workdir, "step_flops.json")
     try:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = json.loads(storage.read_text(path))
         if saved["key"] == key:
             return flops.StepFlops(saved["model"], saved["recompute"])
     except (OSError, ValueError, KeyError):
         pass
     counted = flops.step_flops(config)
     if jax.process_index() == 0:
-        try:
-            with open(path, "w") as f:
-                json.dump({"key": key, "model": counted.model, "recompute": counted.recompute}, f)
-        except OSError:  # a workdir open() cannot write (gs://): count again next time
-            pass
+        record = {"key": key, "model": counted.model, "recompute": counted.recompute}
+        with contextlib.suppress(OSError):  # a read-only workdir: count again next time
+            storage.write_text(path, json.dumps(record))
     return counted
 
 
