@@ -3,7 +3,6 @@
 import contextlib
 import json
 import logging
-import os
 
 import flax.linen as nn
 import jax
