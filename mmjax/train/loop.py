@@ -118,7 +118,8 @@ def restore_or_init(
     `batches_per_step`: data batches one step reads (micro-batches, streamed)."""
     restored = ckpt.restore_newest(built.abstract, data_iter)
     if restored is None:
-        return state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings), 0
+        fresh = state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings)
+        return state.init_from(config, built, fresh), 0
     start, train_state, data_restored = restored
     if not data_restored:
         logging.warning(
@@ -199,7 +200,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                 for e in evaluators:
                     if e.due(i, done):
                         with progress.paused():
-                            results = evals.prefixed(e.name, e.evaluator.run(train_state.params))
+                            results = e.run(train_state.params, state.ema_params(train_state))
                         logging.info("step %d | %s", i, json.dumps(results))
                         writer.write(i, results)
                         last.update(results)
