@@ -2,12 +2,14 @@
 parameters left out, and evaluation of the raw weights, the EMA, or both."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from mmjax import evals, state
 from mmjax.evals import standalone
 from mmjax.evals.registry import Scheduled
+from mmjax.parallel.mesh import make_mesh
 from mmjax.train import loop
 from tests.helpers import tiny_config
 from tests.train_helpers import train_run, train_states
@@ -86,3 +88,17 @@ def test_ema_teacher_is_the_ema_model():
         losses[teacher] = [float(m["loss"]) for m in metrics]
     np.testing.assert_allclose(losses["ema"][0], losses["self"][0], rtol=1e-5)
     assert abs(losses["ema"][2] - losses["self"][2]) > 1e-5, losses
+
+
+def test_ema_is_float32_beside_bfloat16_parameters():
+    """A bfloat16 average would not move at decay 0.9999: the EMA is kept in float32 and
+    cast to the parameters' dtype only to evaluate (or teach) with it."""
+    config = tiny_config(**{"ema.decay": 0.9999, "model.param_dtype": "bfloat16"})
+    abstract = state.build(config, make_mesh(config.mesh)).abstract
+    assert {x.dtype for x in jax.tree.leaves(abstract.ema)} == {np.dtype(np.float32)}
+    assert np.dtype(jnp.bfloat16) in {x.dtype for x in jax.tree.leaves(abstract.params)}
+    ema = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract.ema)
+    params = jax.tree.map(lambda x: np.ones(x.shape, x.dtype), abstract.params)
+    model = state.ema_model(ema, params)
+    for a, p in zip(jax.tree.leaves(model), jax.tree.leaves(params)):
+        assert a.dtype == p.dtype and not np.any(np.asarray(a, np.float32))

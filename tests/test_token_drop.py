@@ -116,14 +116,14 @@ def test_unmasked_tuning_phase_switches_on_the_step():
     with jax.set_mesh(mesh):
         model = state.build(config, mesh).model
         objective = losses.Objective(config.objectives, mesh)
-        make = lambda m: step_lib.make_grad_fn(m, objective, 2)
+        make = lambda m: step_lib.make_grad_fn(m, objective)  # GradCache: the test above
         fn = jax.jit(token_drop.phased_grad_fn(model, config, make))
         got = {
             s: jax.device_get(fn(s, params, batch, step_lib.example_keys(0, s, 16))) for s in (3, 4)
         }
     after = config_with_drop(0.5, batch_size=16, **{"model.towers.image.token_drop": 0.0})
     for s, c in ((3, config), (4, after)):
-        (loss, _), grads = step_grads(c, mesh, params, batch, accum_steps=2, step=s)
+        (loss, _), grads = step_grads(c, mesh, params, batch, step=s)
         np.testing.assert_allclose(got[s][0][0], loss, rtol=1e-5)
         assert_trees_close(got[s][1], grads, rtol=1e-5)
 

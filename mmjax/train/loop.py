@@ -3,7 +3,6 @@
 import contextlib
 import json
 import logging
-import os
 
 import flax.linen as nn
 import jax
@@ -15,7 +14,7 @@ from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import modalities, pipeline
 from mmjax.metrics import MetricWriter, Progress
-from mmjax.parallel import chips, sharding
+from mmjax.parallel import agree, chips, sharding
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.sweeps import flops
 from mmjax.train import (
@@ -186,6 +185,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
             to_device = lambda b: sharding.global_batch(b, mesh)
             batches = prefetch.prefetch(data_iter, to_device, config.data.device_prefetch)
             run = prefetch.PrefetchedStep(compiled, batches)
+        # The first step's collectives start together: gloo (CPU) gives a process that
+        # arrives late only 30 s, and compilation and restores take uneven times.
+        agree.barrier("first_step")
         try:
             for i in range(start + 1, end + 1):
                 profiler.before(i)
