@@ -22,6 +22,7 @@ from mmjax.losses import (
     queue,  # noqa: F401
     sigmoid,  # noqa: F401
     sigmoid_ring,  # noqa: F401
+    soft_matrix,  # noqa: F401
     soft_targets,  # noqa: F401
     softmax_ring,  # noqa: F401
 )

@@ -45,6 +45,8 @@ EMA_TEACHER_PREFIX = "ema_teacher/"
 # Batch entries holding a term's queue and which of its rows are filled (train/queue.py),
 # and the metrics entries the objective hands back with this step's rows for it.
 QUEUE_PREFIX, QUEUE_VALID_PREFIX, QUEUE_PUSH_PREFIX = "queue/", "queue_valid/", "queue_push/"
+# Batch entries holding a mixed modality's soft targets [B, B] (data/patchmix.py).
+TARGETS_PREFIX = "patchmix_targets/"
 TEACHERS = ("self", "ema")
 
 Outputs = Mapping[str, Mapping[str, jax.Array]]  # {modality: {"embedding", "tokens", ...}}
@@ -125,6 +127,7 @@ INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     "x_teacher": _teacher("x"),
     "y_teacher": _teacher("y"),
     "x_values": lambda term, outputs, batch: outputs[term.x]["values"],  # heads' losses
+    "x_targets": lambda term, outputs, batch: batch[TARGETS_PREFIX + term.x],  # PatchMix
     "y_queue": lambda term, outputs, batch: batch[QUEUE_PREFIX + term.name],
     "y_queue_valid": lambda term, outputs, batch: batch[QUEUE_VALID_PREFIX + term.name],
 }
@@ -214,13 +217,14 @@ class Objective:
     @property
     def batch_keys(self) -> tuple[str, ...]:
         """Batch entries besides the towers' inputs that the terms read (labels, EMA
-        teachers' embeddings)."""
+        teachers' embeddings, queues, soft target matrices)."""
         keys = []
         for t in self.terms:
             for side in ("x", "y"):
                 if f"{side}_labels" in t.loss.inputs and t.label_key(side) != EXAMPLE:
                     keys.append(t.label_key(side))
         keys += [EMA_TEACHER_PREFIX + m for m in self.ema_teacher_modalities]
+        keys += [TARGETS_PREFIX + t.x for t in self.terms if "x_targets" in t.loss.inputs]
         for t in self.queue_terms:
             keys += [QUEUE_PREFIX + t.name, QUEUE_VALID_PREFIX + t.name]
         return tuple(dict.fromkeys(keys))

@@ -9,6 +9,7 @@ import ml_collections
 import optax
 
 from mmjax import params as params_lib
+from mmjax.data import patchmix
 from mmjax.losses.objectives import Objective
 from mmjax.models import Model, clamp_temperatures
 from mmjax.state import TrainState, ema_params
@@ -147,7 +148,11 @@ def make_train_step(
     it and push this step's rows after the update (train/queue.py).
     """
     frozen = params_lib.frozen_patterns(config)
-    make = lambda m: make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
+
+    def make(m: Model) -> Callable:  # PatchMix on the global batch (data/patchmix.py)
+        grad_fn = make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
+        return patchmix.mixing(grad_fn, config.get("patchmix", {}))
+
     grad_fn = token_drop.phased_grad_fn(model, config, make)
     teachers = objective.ema_teacher_modalities
     apply = make_apply_grads(tx, schedule, config)

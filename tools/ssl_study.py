@@ -1,0 +1,140 @@
+r"""The self-supervised aids study: the demo CLIP with each aid against plain CLIP.
+
+  python tools/ssl_study.py --dir=workdirs/ssl_study                 # train, then report
+  python tools/ssl_study.py --dir=workdirs/ssl_study --collect       # only the report
+  python tools/ssl_study.py --dir=... --aids=none,views --steps=300
+
+Each aid (configs/demo_ssl.py) trains in DIR/<aid> for the same number of steps, one run
+after another (a finished run is skipped, an interrupted one resumes). The report: DIR/
+results.csv, a Markdown table on stdout, and --plot (a PNG) with zero-shot, kNN and
+linear-probe top-1 per aid and each aid's step time relative to plain CLIP (steps/s over
+the logged windows after the first, which holds the compilation).
+"""
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sweep import train
+
+from mmjax import storage
+from mmjax.sweeps import collect, config_io
+
+CONFIG = "configs/demo_ssl.py"
+DEFAULT_AIDS = "none,views,flip,mae,mlm,queue,patchmix"
+METRICS = {  # metrics.jsonl key -> column
+    "zeroshot/top1": "zeroshot_top1",
+    "knn/top1": "knn_top1",
+    "linear_probe/top1": "probe_top1",
+    "retrieval/i2t_recall@1": "i2t_recall@1",
+    "retrieval/t2i_recall@1": "t2i_recall@1",
+}
+COLUMNS = ["aid", "steps", *METRICS.values(), "steps_per_s", "step_time_ratio", "wall_s"]
+
+
+def config_arg(aid: str, steps: int) -> str:
+    return f"{CONFIG}:aid={aid},steps={steps}"
+
+
+def steps_per_s(workdir: str) -> float:
+    """Mean steps/s of the logged windows after the first (which holds the compilation)."""
+    rates = []
+    for line in storage.iter_lines(storage.join(workdir, "metrics.jsonl")):
+        record = json.loads(line)
+        if "steps_per_s" in record:
+            rates.append(record["steps_per_s"])
+    rates = rates[1:] or rates
+    return sum(rates) / len(rates) if rates else float("nan")
+
+
+def row(aid: str, workdir: str, steps: int) -> dict:
+    _, metrics = collect.final_metrics(workdir)
+    wall = collect.wall_seconds(workdir)
+    out = {"aid": aid, "steps": steps, **{c: metrics.get(k, "") for k, c in METRICS.items()}}
+    return out | {"steps_per_s": steps_per_s(workdir), "wall_s": "" if wall is None else wall}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per aid, metrics in percent, step time relative to plain CLIP."""
+    head = "| aid | zero-shot top-1 | kNN top-1 | probe top-1 | I->T R@1 | T->I R@1 | step time |"
+    lines = [head, "|" + "---|" * 7]
+    pct = lambda v: "" if v == "" else f"{100 * float(v):.1f}"
+    for r in rows:
+        ratio = f"{r['step_time_ratio']:.2f}x" if r["step_time_ratio"] else ""
+        cells = [pct(r[c]) for c in list(METRICS.values())]
+        lines.append(f"| {r['aid']} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    aids = [r["aid"] for r in rows]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.4]})
+    width = 0.27
+    for i, (col, label) in enumerate(
+        [("zeroshot_top1", "zero-shot"), ("knn_top1", "kNN"), ("probe_top1", "linear probe")]
+    ):
+        values = [100 * float(r[col]) if r[col] != "" else np.nan for r in rows]
+        ax.bar(np.arange(len(aids)) + (i - 1) * width, values, width, label=label)
+    ax.set_xticks(range(len(aids)), aids)
+    ax.set_ylabel("top-1 (%) on the held-out split")
+    ax.set_title(f"demo CLIP + one aid, {rows[0]['steps']} steps")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    bx.bar(aids, [r["step_time_ratio"] or np.nan for r in rows], color="gray")
+    bx.axhline(1.0, color="k", lw=0.8)
+    bx.set_ylabel("step time / plain CLIP's")
+    bx.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--aids", default=DEFAULT_AIDS)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--collect", action="store_true", help="only report")
+    parser.add_argument("--plot", default="", help="write the plot to this PNG")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args()
+    aids = args.aids.split(",")
+    for aid in aids if not args.collect else ():
+        workdir = storage.join(args.dir, aid)
+        config = config_io.load_config(config_arg(aid, args.steps), {})
+        if collect.is_finished(workdir, config.total_steps):
+            continue
+        print(f"{aid}: {config.total_steps} steps", flush=True)
+        cmd = [args.python, "-m", "mmjax.main", f"--config={config_arg(aid, args.steps)}"]
+        train([*cmd, f"--workdir={workdir}"], workdir)
+    rows = [
+        row(aid, storage.join(args.dir, aid), args.steps)
+        for aid in aids
+        if collect.is_finished(storage.join(args.dir, aid), args.steps)
+    ]
+    base = next((r["steps_per_s"] for r in rows if r["aid"] == "none"), None)
+    for r in rows:
+        r["step_time_ratio"] = base / r["steps_per_s"] if base else ""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_text(storage.join(args.dir, "results.csv"), out.getvalue())
+    print(table(rows))
+    if args.plot and rows:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()
