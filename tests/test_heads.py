@@ -72,14 +72,17 @@ def test_bert_mask_rates_and_padding():
 
 
 def heads_config():
-    """CLIP with 50% patch dropping, an MAE decoder on the image tower and MLM on text."""
+    """CLIP with 50% patch dropping, an MAE decoder on the image tower and MLM on text
+    conditioned on the (kept) image tokens by cross-attention."""
     c = tiny_config()
     with c.unlocked():
         c.model.towers.image.token_drop = 0.5
         c.model.towers.text.causal = False
         c.model.towers.text.pool = "last"
         c.model.heads.mae = config_lib.head("mae", tower="image", width=16, mlp_dim=32)
-        c.model.heads.mlm = config_lib.head("mlm", tower="text", rate=0.3)
+        c.model.heads.mlm = config_lib.head(
+            "mlm", tower="text", rate=0.3, cross="image", cross_mlp_dim=32
+        )
         c.objectives.mae = config_lib.objective("mean", ("mae", "mae"), weight=0.5)
         c.objectives.mlm = config_lib.objective("mean", ("mlm", "mlm"), weight=0.25)
     return c
@@ -97,5 +100,22 @@ def test_heads_in_the_step_on_8_devices_equal_1():
     assert 0.5 < metrics["mae/loss"] < 3 and 3 < metrics["mlm/loss"] < 7  # ~1 and ~log 128
     assert np.abs(grads["mae"]["pred"]["kernel"]).max() > 0
     assert np.abs(grads["mlm"]["logits"]["kernel"]).max() > 0
+    assert np.abs(grads["mlm"]["cross0"]["kv"]["kernel"]).max() > 0
     np.testing.assert_allclose(eight[0][0], loss, rtol=1e-5)
     assert_trees_close(eight[1], grads, rtol=1e-5)
+
+
+def test_mlm_cross_attention_reads_the_context_tokens_it_may_see():
+    """The masked text's loss moves with the image tokens, not with masked-out ones."""
+    head = heads.MLMHead(vocab_size=11, cross="image", cross_mlp_dim=16)
+    rng = np.random.default_rng(3)
+    hidden = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+    context = jnp.asarray(rng.normal(size=(2, 4, 6)), jnp.float32)
+    mask = jnp.asarray([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+    aux = (jnp.asarray(rng.integers(1, 11, (2, 5))), jnp.ones((2, 5), bool))
+    variables = head.init(jax.random.key(0), {"hidden": hidden}, aux, context=(context, mask))
+    f = jax.jit(lambda ctx: head.apply(variables, {"hidden": hidden}, aux, context=(ctx, mask)))
+    base = f(context)
+    hidden_changed = jnp.where(mask[..., None], context, context + 3.0)
+    np.testing.assert_allclose(f(hidden_changed), base, rtol=1e-6)
+    assert (np.abs(f(jnp.where(mask[..., None], -context, context)) - base) > 1e-4).all()

@@ -18,7 +18,11 @@ is weight / B, so GradCache needs nothing new.
   tokens are chosen; of those 80% become `mask_id`, 10% a random token, 10% stay), the
   corrupted text through the text tower (give it `causal=False` for a bidirectional
   encoder), a linear map to the vocabulary; loss = cross-entropy over the chosen
-  positions only, averaged per example (0 for an example with none).
+  positions only, averaged per example (0 for an example with none). With `cross` set
+  (a modality, e.g. "image"), `cross_depth` pre-LN blocks let the masked text's tokens
+  cross-attend to that tower's tokens (the kept ones under token dropping) before the
+  vocabulary map: masked language modelling conditioned on the image (M3AE, MPMA-style
+  fusion), whose gradient also reaches the image tower.
 """
 
 import dataclasses
@@ -181,13 +185,45 @@ def masked_xent(logits: jax.Array, targets: jax.Array, chosen: jax.Array) -> jax
     return (nll * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
 
 
+class CrossBlock(nn.Module):
+    """Pre-LN cross-attention of the text's tokens to another tower's tokens (M3AE /
+    MPMA-style fusion), then an MLP, both residual."""
+
+    num_heads: int
+    mlp_dim: int
+    dtype: layers.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        head_dim = width // self.num_heads
+        q = layers.DenseND(
+            (self.num_heads, head_dim), ("embed",), ("heads", "kv"), self.dtype, name="q"
+        )(layers.layer_norm(self.dtype, "ln_q")(x))
+        c = nn.Dense(width, dtype=self.dtype, name="context")(context)  # widths may differ
+        kv = layers.DenseND(
+            (2, self.num_heads, head_dim), ("embed",), (None, "heads", "kv"), self.dtype, name="kv"
+        )(layers.layer_norm(self.dtype, "ln_kv")(c))
+        attended = layers.attend(q, kv[..., 0, :, :], kv[..., 1, :, :], context_mask[:, None, None])
+        x = x + layers.DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(
+            attended
+        )
+        mlp = layers.MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")
+        return x + mlp(layers.layer_norm(self.dtype, "ln_mlp")(x))
+
+
 class MLMHead(nn.Module):
-    """Vocabulary logits from the tower's token features; masked cross-entropy."""
+    """Vocabulary logits from the tower's token features (optionally after `cross_depth`
+    cross-attention blocks to the tokens of modality `cross`); masked cross-entropy."""
 
     vocab_size: int
     rate: float = 0.15
     mask_id: int = -1  # -1: the last id of the vocabulary
     dtype: layers.Dtype = jnp.float32
+    cross: str = ""  # a modality whose tokens the masked text attends to ("": none)
+    cross_depth: int = 1
+    cross_heads: int = 2
+    cross_mlp_dim: int = 128
 
     def corrupt(self, tokens: jax.Array, keys: jax.Array | None, train: bool):
         """What the tower reads (the corrupted text) and the head's own data (targets)."""
@@ -198,17 +234,37 @@ class MLMHead(nn.Module):
         return corrupted, (tokens, chosen)
 
     @nn.compact
-    def __call__(self, tower_out: dict, aux, keys=None, train=False) -> jax.Array:
+    def __call__(self, tower_out: dict, aux, keys=None, train=False, context=None) -> jax.Array:
+        """`context`: (the `cross` tower's hidden tokens [B, N, W'], their mask [B, N])."""
         tokens, chosen = aux
-        logits = nn.Dense(self.vocab_size, dtype=self.dtype, name="logits")(tower_out["hidden"])
+        h = tower_out["hidden"]
+        if self.cross:
+            if context is None:
+                raise ValueError(f"The mlm head cross-attends to {self.cross!r}: pass its tokens.")
+            for i in range(self.cross_depth):
+                block = CrossBlock(
+                    self.cross_heads, self.cross_mlp_dim, self.dtype, name=f"cross{i}"
+                )
+                h = block(h, *context)
+        logits = nn.Dense(self.vocab_size, dtype=self.dtype, name="logits")(h)
         return masked_xent(logits, tokens, chosen)
 
 
-@register_head("mlm", rate=0.15, mask_id=-1)
+@register_head(
+    "mlm", rate=0.15, mask_id=-1, cross="", cross_depth=1, cross_heads=2, cross_mlp_dim=128
+)
 def mlm(c: ml_collections.ConfigDict, model: ml_collections.ConfigDict) -> Callable:
     """A BERT masked-token head on the text tower of modality `tower`."""
     tower = model.towers[c.tower]
     tower = model.towers[tower.share] if tower.share else tower
     return functools.partial(
-        MLMHead, tower.vocab_size, float(c.rate), int(c.mask_id), jnp.dtype(model.dtype)
+        MLMHead,
+        tower.vocab_size,
+        float(c.rate),
+        int(c.mask_id),
+        jnp.dtype(model.dtype),
+        str(c.cross),
+        int(c.cross_depth),
+        int(c.cross_heads),
+        int(c.cross_mlp_dim),
     )

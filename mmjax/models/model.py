@@ -76,6 +76,7 @@ class Model(nn.Module):
     shares: Sequence[tuple[str, str]] = ()
     terms: Sequence[tuple[str, LogitInit]] = ()
     heads: Sequence[tuple[str, str, Any]] = ()  # (name, modality it reads, head factory)
+    head_contexts: Sequence[tuple[str, str]] = ()  # (head, modality whose tokens it attends to)
 
     def setup(self) -> None:
         self._towers = {name: build(name=name) for name, build in self.towers}
@@ -85,7 +86,9 @@ class Model(nn.Module):
     @property
     def head_modalities(self) -> tuple[str, ...]:
         """The modalities the self-supervised heads read (models/heads.py)."""
-        return tuple(dict.fromkeys(m for _, m, _ in self.heads))
+        return tuple(
+            dict.fromkeys([m for _, m, _ in self.heads] + [m for _, m in self.head_contexts])
+        )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -155,6 +158,7 @@ class Model(nn.Module):
         """
         out = {}
         direct = {m for n, m, _ in self.heads if not hasattr(self._heads[n], "corrupt")}
+        direct |= {m for _, m in self.head_contexts}  # their tokens are a head's context
         for modality in (m for m in self.modalities if m in inputs):
             k = None if keys is None else modality_keys(keys, modality)
             tokens = modality in with_tokens or modality in direct
@@ -173,7 +177,10 @@ class Model(nn.Module):
                 k = jax.random.split(jax.random.key(0), inputs[modality].shape[0])
             x, aux = head.corrupt(inputs[modality], k, train)
             tower_k = None if keys is None else modality_keys(keys, modality)
-            return head(self.encode(modality, x, tower_k, train, True), aux, k, train)
+            context = dict(self.head_contexts).get(name)
+            if context is not None:  # cross-attention to another tower's tokens
+                context = (out[context]["hidden"], out[context]["token_mask"])
+            return head(self.encode(modality, x, tower_k, train, True), aux, k, train, context)
         return head(out[modality], inputs[modality], k, train)
 
 
@@ -199,7 +206,10 @@ def build_model(
         (name, c.tower, HEADS.get(c.type).build(c, model_config))
         for name, c in model_config.get("heads", {}).items()
     ]
-    return Model(tuple(towers), tuple(shares), tuple(terms), tuple(heads))
+    contexts = [
+        (name, c.cross) for name, c in model_config.get("heads", {}).items() if c.get("cross")
+    ]
+    return Model(tuple(towers), tuple(shares), tuple(terms), tuple(heads), tuple(contexts))
 
 
 def clamp_temperatures(params: dict, objectives: ml_collections.ConfigDict) -> dict:
