@@ -1,13 +1,14 @@
 r"""The demo CLIP (configs/demo.py) with one self-supervised aid switched on.
 
   python -m mmjax.main --config=configs/demo_ssl.py:aid=views,steps=300
-  python tools/ssl_study.py --dir=workdirs/ssl_study      # every aid (docs/self_supervised.md)
+  python tools/ssl_study.py --dir=workdirs/ssl_study --steps=200  # docs/self_supervised.md
 
 `aid`: none (plain CLIP) | views (a second SimCLR/SLIP-augmented view, NT-Xent between
 the views) | flip (50% patch dropping alone: MAE's control) | mae (50% patch dropping +
-an MAE decoder) | mlm (a bidirectional text tower + masked language modelling) | queue
-(a MoCo queue of the EMA teacher's texts as extra negatives) | patchmix (a third image
-modality: patches of 3 images mixed, soft targets = the mixing proportions).
+an MAE decoder) | mlm (a bidirectional text tower + masked language modelling) |
+mlm_cross (MLM cross-attending to the image tokens) | queue (a MoCo queue of the EMA
+teacher's texts as extra negatives) | patchmix (a third image modality: patches of 3
+images mixed, soft targets = the mixing proportions).
 Every aid evaluates like the demo: zero-shot, retrieval, kNN and a linear probe at the
 last step.
 """
@@ -17,7 +18,7 @@ import math
 import configs.demo as demo
 from mmjax import config as mmconfig
 
-AIDS = ("none", "views", "flip", "mae", "mlm", "queue", "patchmix")
+AIDS = ("none", "views", "flip", "mae", "mlm", "mlm_cross", "queue", "patchmix")
 
 
 def get_config(arg: str | None = None):
@@ -61,6 +62,11 @@ def _mlm(c):
     c.objectives.mlm = mmconfig.objective("mean", ("mlm", "mlm"), weight=0.5)
 
 
+def _mlm_cross(c):
+    _mlm(c)
+    c.model.heads.mlm.cross = "image"
+
+
 def _queue(c):
     c.ema.decay = 0.99
     c.objectives.image_text = mmconfig.objective(
@@ -80,6 +86,7 @@ AID_SETTINGS = {
     "flip": _flip,
     "mae": _mae,
     "mlm": _mlm,
+    "mlm_cross": _mlm_cross,
     "queue": _queue,
     "patchmix": _patchmix,
 }

@@ -27,7 +27,7 @@ from mmjax import storage
 from mmjax.sweeps import collect, config_io
 
 CONFIG = "configs/demo_ssl.py"
-DEFAULT_AIDS = "none,views,flip,mae,mlm,queue,patchmix"
+DEFAULT_AIDS = "none,views,flip,mae,mlm,mlm_cross,queue,patchmix"
 METRICS = {  # metrics.jsonl key -> column
     "zeroshot/top1": "zeroshot_top1",
     "knn/top1": "knn_top1",
