@@ -8,19 +8,29 @@ Each aid (configs/demo_ssl.py) trains in DIR/<aid> for the same number of steps,
 after another (a finished run is skipped, an interrupted one resumes). The report: DIR/
 results.csv, a Markdown table on stdout, and --plot (a PNG) with zero-shot, kNN and
 linear-probe top-1 per aid and each aid's step time relative to plain CLIP (steps/s over
-the logged windows after the first, which holds the compilation).
+the logged windows after the first, which holds the compilation; or, after --bench, the
+interleaved timing below).
+
+  python tools/ssl_study.py --dir=workdirs/ssl_study --bench     # step times, interleaved
+
+--bench compiles every aid's train step in one process and times them on a fixed random
+batch in alternating rounds (so that a change of the machine's load hits all alike),
+writing DIR/step_times.json (median seconds per step); the host's augmentation (views)
+is not in it.
 """
 
 import argparse
 import csv
 import io
 import json
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_step import MmjaxStep
 from sweep import train
 
 from mmjax import storage
@@ -51,6 +61,20 @@ def steps_per_s(workdir: str) -> float:
             rates.append(record["steps_per_s"])
     rates = rates[1:] or rates
     return sum(rates) / len(rates) if rates else float("nan")
+
+
+def bench(aids: list[str], steps: int, rounds: int, per_round: int) -> dict[str, float]:
+    """{aid: median seconds per train step}, aids timed in alternating rounds."""
+    runs = {}
+    for aid in aids:
+        config = config_io.load_config(config_arg(aid, steps), {"compile_cache_dir": ""})
+        runs[aid] = MmjaxStep(config, fixed_batch=True)
+        runs[aid].run(2)  # warm up
+    times = {aid: [] for aid in aids}
+    for _ in range(rounds):
+        for aid, run in runs.items():
+            times[aid] += run.run(per_round)[0]
+    return {aid: statistics.median(t) for aid, t in times.items()}
 
 
 def row(aid: str, workdir: str, steps: int) -> dict:
@@ -108,8 +132,17 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true", help="only report")
     parser.add_argument("--plot", default="", help="write the plot to this PNG")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--bench", action="store_true", help="only time the steps")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per_round", type=int, default=4)
     args = parser.parse_args()
     aids = args.aids.split(",")
+    timings = storage.join(args.dir, "step_times.json")
+    if args.bench:
+        seconds = bench(aids, args.steps, args.rounds, args.per_round)
+        storage.write_text(timings, json.dumps(seconds, indent=1))
+        print(json.dumps(seconds, indent=1))
+        return
     for aid in aids if not args.collect else ():
         workdir = storage.join(args.dir, aid)
         config = config_io.load_config(config_arg(aid, args.steps), {})
@@ -123,9 +156,13 @@ def main() -> None:
         for aid in aids
         if collect.is_finished(storage.join(args.dir, aid), args.steps)
     ]
+    if storage.exists(timings):  # the interleaved timing, if there is one
+        seconds = json.loads(storage.read_text(timings))
+        for r in rows:
+            r["steps_per_s"] = 1.0 / seconds[r["aid"]] if r["aid"] in seconds else ""
     base = next((r["steps_per_s"] for r in rows if r["aid"] == "none"), None)
     for r in rows:
-        r["step_time_ratio"] = base / r["steps_per_s"] if base else ""
+        r["step_time_ratio"] = base / r["steps_per_s"] if base and r["steps_per_s"] else ""
     out = io.StringIO(newline="")
     writer = csv.DictWriter(out, fieldnames=COLUMNS)
     writer.writeheader()
