@@ -22,11 +22,12 @@ AIDS = ("none", "views", "flip", "mae", "mlm", "mlm_cross", "queue", "patchmix")
 
 
 def get_config(arg: str | None = None):
-    arg = mmconfig.parse_arg(arg, aid="none", steps=300, batch=128)
+    arg = mmconfig.parse_arg(arg, aid="none", steps=300, batch=128, seed=0)
     if arg.aid not in AIDS:
         raise ValueError(f"aid must be one of {AIDS}, got {arg.aid!r}.")
     c = demo.get_config(f"steps={arg.steps},batch={arg.batch}")
     with c.unlocked():
+        c.seed = arg.seed  # the initialisation, the data order and every draw
         c.evals.zeroshot.every = arg.steps
         c.evals.linear_probe.every = arg.steps
         add = AID_SETTINGS[arg.aid]

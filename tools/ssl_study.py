@@ -48,8 +48,13 @@ METRICS = {  # metrics.jsonl key -> column
 COLUMNS = ["aid", "steps", *METRICS.values(), "steps_per_s", "step_time_ratio", "wall_s"]
 
 
-def config_arg(aid: str, steps: int) -> str:
-    return f"{CONFIG}:aid={aid},steps={steps}"
+def config_arg(aid: str, steps: int, seed: int = 0) -> str:
+    return f"{CONFIG}:aid={aid},steps={steps},seed={seed}"
+
+
+def run_name(aid: str, seed: int) -> str:
+    """DIR/<aid> for seed 0, DIR/<aid>+seed=<n> for another seed."""
+    return aid if seed == 0 else f"{aid}+seed={seed}"
 
 
 def steps_per_s(workdir: str) -> float:
@@ -129,6 +134,7 @@ def main() -> None:
     parser.add_argument("--dir", required=True)
     parser.add_argument("--aids", default=DEFAULT_AIDS)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", default="0", help="comma-separated; seed 0 in DIR/<aid>")
     parser.add_argument("--collect", action="store_true", help="only report")
     parser.add_argument("--plot", default="", help="write the plot to this PNG")
     parser.add_argument("--python", default=sys.executable)
@@ -143,23 +149,24 @@ def main() -> None:
         storage.write_text(timings, json.dumps(seconds, indent=1))
         print(json.dumps(seconds, indent=1))
         return
-    for aid in aids if not args.collect else ():
-        workdir = storage.join(args.dir, aid)
-        config = config_io.load_config(config_arg(aid, args.steps), {})
-        if collect.is_finished(workdir, config.total_steps):
+    runs = [(aid, int(seed)) for seed in args.seeds.split(",") for aid in aids]
+    for aid, seed in runs if not args.collect else ():
+        workdir = storage.join(args.dir, run_name(aid, seed))
+        if collect.is_finished(workdir, args.steps):
             continue
-        print(f"{aid}: {config.total_steps} steps", flush=True)
-        cmd = [args.python, "-m", "mmjax.main", f"--config={config_arg(aid, args.steps)}"]
-        train([*cmd, f"--workdir={workdir}"], workdir)
+        print(f"{run_name(aid, seed)}: {args.steps} steps", flush=True)
+        flag = f"--config={config_arg(aid, args.steps, seed)}"
+        train([args.python, "-m", "mmjax.main", flag, f"--workdir={workdir}"], workdir)
     rows = [
-        row(aid, storage.join(args.dir, aid), args.steps)
-        for aid in aids
-        if collect.is_finished(storage.join(args.dir, aid), args.steps)
+        row(run_name(aid, seed), storage.join(args.dir, run_name(aid, seed)), args.steps)
+        for aid, seed in runs
+        if collect.is_finished(storage.join(args.dir, run_name(aid, seed)), args.steps)
     ]
     if storage.exists(timings):  # the interleaved timing, if there is one
         seconds = json.loads(storage.read_text(timings))
         for r in rows:
-            r["steps_per_s"] = 1.0 / seconds[r["aid"]] if r["aid"] in seconds else ""
+            aid = r["aid"].split("+")[0]
+            r["steps_per_s"] = 1.0 / seconds[aid] if aid in seconds else ""
     base = next((r["steps_per_s"] for r in rows if r["aid"] == "none"), None)
     for r in rows:
         r["step_time_ratio"] = base / r["steps_per_s"] if base and r["steps_per_s"] else ""
