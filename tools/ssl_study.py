@@ -108,9 +108,15 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    spread = [r for r in rows if r["aid"].split("+")[0] == "none" and r["zeroshot_top1"] != ""]
+    rows = [r for r in rows if "+" not in r["aid"]]  # the bars: seed 0
     aids = [r["aid"] for r in rows]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.4]})
     width = 0.27
+    if len(spread) > 1:  # plain CLIP's zero-shot over its seeds
+        zs = [100 * float(r["zeroshot_top1"]) for r in spread]
+        label = f"plain CLIP zero-shot, {len(zs)} seeds"
+        ax.axhspan(min(zs), max(zs), color="C0", alpha=0.12, label=label)
     for i, (col, label) in enumerate(
         [("zeroshot_top1", "zero-shot"), ("knn_top1", "kNN"), ("probe_top1", "linear probe")]
     ):
@@ -119,7 +125,8 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_xticks(range(len(aids)), aids)
     ax.set_ylabel("top-1 (%) on the held-out split")
     ax.set_title(f"demo CLIP + one aid, {rows[0]['steps']} steps")
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 80)
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     bx.bar(aids, [r["step_time_ratio"] or np.nan for r in rows], color="gray")
     bx.axhline(1.0, color="k", lw=0.8)
