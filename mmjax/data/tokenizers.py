@@ -12,6 +12,7 @@ from typing import Protocol
 import ml_collections
 import numpy as np
 
+from mmjax.errors import MissingPackageError
 from mmjax.registry import Registry
 
 TOKENIZERS = Registry("tokenizer")
@@ -61,8 +62,8 @@ class SimpleTokenizer:
 def _fits(name: str, needed: int, text_config: ml_collections.ConfigDict) -> None:
     if text_config.vocab_size < needed:
         raise ValueError(
-            f"Tokenizer {name!r} needs config.model.text.vocab_size >= {needed},"
-            f" got {text_config.vocab_size}."
+            f"tokenizer {name!r} needs the text tower's vocab_size >= {needed},"
+            f" got {text_config.vocab_size} (config.model.towers.<text modality>.vocab_size)."
         )
 
 
@@ -92,7 +93,9 @@ class SentencePieceTokenizer:
         try:
             import sentencepiece
         except ImportError as e:
-            raise ImportError("pip install sentencepiece to use a SentencePiece model.") from e
+            raise MissingPackageError(
+                "pip install sentencepiece to use a SentencePiece model."
+            ) from e
         from mmjax.data.paths import open_file
 
         with open_file(model_path) as f:

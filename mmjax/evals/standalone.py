@@ -18,13 +18,14 @@ import ml_collections
 
 from mmjax import state, storage
 from mmjax.checkpoint import Checkpointer
+from mmjax.errors import UserError
 from mmjax.evals.registry import EvalContext, build_evaluators, prefixed
 from mmjax.metrics import MetricWriter
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 
 
-class NoCheckpointError(FileNotFoundError):
+class NoCheckpointError(UserError, FileNotFoundError):
     """The workdir has no checkpoint (or not the step asked for)."""
 
 
