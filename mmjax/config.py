@@ -51,13 +51,23 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: dict[str, Any]
 ) -> ml_collections.ConfigDict:
-    """Sets dotted fields ({"optim.lr": 1e-3}) in place, as `--config.optim.lr=1e-3` would."""
+    """Sets dotted fields ({"optim.lr": 1e-3}) in place, as `--config.optim.lr=1e-3` would;
+    an unknown field or a value of the wrong type raises `ConfigError` naming it."""
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
         node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        for depth, p in enumerate([*parents, leaf]):
+            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+                where = ".".join(parents[:depth]) or "the config"
+                known = list(node) if isinstance(node, ml_collections.ConfigDict) else []
+                hint = suggest(p, known)
+                raise ConfigError(f"override {key!r}: {where} has no field {p!r}.{hint}")
+            if depth < len(parents):
+                node = node[p]
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"override {key}={value!r}: {e}") from None
     return config
 
 

@@ -90,6 +90,13 @@ def is_environment_error(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno is not None
 
 
+def raised_in(error: BaseException, *parts: str) -> bool:
+    """Whether `error` was raised (its innermost frame) in a file whose path has all of
+    `parts`: a refusal written in that module, as opposed to one from deeper down."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and all(part in frames[-1].filename for part in parts)
+
+
 def message(error: BaseException) -> str | None:
     """The clean message of a failure the user can fix; None for a bug."""
     if isinstance(error, UserError):

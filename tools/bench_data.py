@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmjax import config as config_lib
+from mmjax import errors
 from mmjax.data import images, pipeline
 from tools.make_synthetic_shards import write_shards
 
@@ -180,6 +181,17 @@ def components(data: bytes, repeats: int = 300) -> dict[str, float]:
     return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
 
 
+def int_list(flag: str, text: str) -> list[int]:
+    """ "1,2" -> [1, 2]; anything else fails naming the flag."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise errors.UsageError(f"{flag}={text}: give positive integers, e.g. {flag}=1,2.")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1536, help="images timed per run")
@@ -188,6 +200,7 @@ def main() -> None:
     parser.add_argument("--shards", default="", help="existing shard folder (else written)")
     parser.add_argument("--out", default="bench_data.json")
     args = parser.parse_args()
+    threads = int_list("--threads", args.threads)
     tmp = tempfile.TemporaryDirectory()
     shards = args.shards or tmp.name
     if not args.shards:
@@ -199,7 +212,7 @@ def main() -> None:
     batches = max(args.images // args.batch, 1)
     results = {"components_us": components(sample["jpg"]), "runs": []}
     auto = images.pick("decoder", "auto"), images.pick("resizer", "auto")
-    for n in [int(x) for x in args.threads.split(",")]:
+    for n in threads:
         runs = [
             (f"mmjax ({auto[0]} + {auto[1]})", mmjax_batches(shards, args.batch, n, *auto)),
             ("mmjax (pil + pil)", mmjax_batches(shards, args.batch, n, "pil", "pil")),
@@ -243,4 +256,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from mmjax import checkpoint, storage
+from mmjax import checkpoint, errors, storage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -182,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "clip_bpe_captions.json"
+sys.path.insert(0, str(REPO))
+
+from mmjax import errors  # noqa: E402
 
 REALISTIC = [
     "a photo of a cat sitting on a windowsill",
@@ -195,7 +198,6 @@ def main() -> None:
     texts = captions()
     ids = tokenize(texts, context_length=77).numpy()
     if args.check:
-        sys.path.insert(0, str(REPO))
         from mmjax.data.clip_bpe import ClipBpeTokenizer
 
         ours = ClipBpeTokenizer(77)
@@ -218,4 +220,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

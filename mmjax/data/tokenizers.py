@@ -2,7 +2,8 @@
 
 A tokenizer maps a string to a fixed-length int32 array of ids: start token, text, end
 token, padding (id 0), truncated to the context length keeping the end token. The end
-token has the largest id, so CLIP's argmax pooling finds it.
+token has the largest id, so CLIP's argmax pooling finds it. `ids(text)` gives the text's
+ids before packing, so a reader can tell a caption that does not fit (`fits`).
 """
 
 import re
@@ -23,7 +24,14 @@ class Tokenizer(Protocol):
     vocab_size: int
     context_length: int
 
+    def ids(self, text: str) -> list[int]: ...  # the text's ids, unpacked
+
     def __call__(self, text: str) -> np.ndarray: ...
+
+
+def fits(tokenizer: Tokenizer, ids: list[int]) -> bool:
+    """Whether `ids` fit the context with the start and end tokens, uncut."""
+    return len(ids) <= tokenizer.context_length - 2
 
 
 def pack(ids: list[int], bos: int, eot: int, context_length: int) -> np.ndarray:
@@ -54,9 +62,11 @@ class SimpleTokenizer:
     def word_id(self, word: str) -> int:
         return 1 + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - 3)
 
+    def ids(self, text: str) -> list[int]:
+        return [self.word_id(w) for w in self._WORDS.findall(text.lower())]
+
     def __call__(self, text: str) -> np.ndarray:
-        words = self._WORDS.findall(text.lower())
-        return pack([self.word_id(w) for w in words], self.bos, self.eot, self.context_length)
+        return pack(self.ids(text), self.bos, self.eot, self.context_length)
 
 
 def _fits(name: str, needed: int, text_config: ml_collections.ConfigDict) -> None:
@@ -75,9 +85,11 @@ class BytesTokenizer:
         self.vocab_size = 259
         self.bos, self.eot = 257, 258
 
+    def ids(self, text: str) -> list[int]:
+        return (np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1).tolist()
+
     def __call__(self, text: str) -> np.ndarray:
-        ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1
-        return pack(ids.tolist(), self.bos, self.eot, self.context_length)
+        return pack(self.ids(text), self.bos, self.eot, self.context_length)
 
 
 class SentencePieceTokenizer:
@@ -105,9 +117,11 @@ class SentencePieceTokenizer:
         self.vocab_size = n + 3
         self.bos, self.eot = n + 1, n + 2
 
+    def ids(self, text: str) -> list[int]:
+        return [i + 1 for i in self._model.encode(text)]
+
     def __call__(self, text: str) -> np.ndarray:
-        ids = [i + 1 for i in self._model.encode(text)]
-        return pack(ids, self.bos, self.eot, self.context_length)
+        return pack(self.ids(text), self.bos, self.eot, self.context_length)
 
 
 @TOKENIZERS.register("simple")
