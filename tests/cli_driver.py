@@ -29,7 +29,7 @@ def _invoke(argv: list[str]) -> int | None:
 
             main.run(argv)
         else:
-            runpy.run_path(argv[0], run_name="__main__")
+            _run_script(argv[0])
     except SystemExit as e:
         code = e.code
         if code is None:
@@ -42,6 +42,19 @@ def _invoke(argv: list[str]) -> int | None:
         traceback.print_exc()
         return -1
     return None
+
+
+def _run_script(path: str) -> None:
+    """The script's `__main__` block; absl flags it defines are removed afterwards, so that
+    the next case that runs it can define them again."""
+    from absl import flags
+
+    before = set(flags.FLAGS)
+    try:
+        runpy.run_path(path, run_name="__main__")
+    finally:
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
 
 
 def run_case(case: dict) -> dict:

@@ -152,7 +152,9 @@ def main() -> None:
     batches = [2**k for k in range(args.min_log2, args.max_log2 + 1)]
     n_dev = args.devices
     if jax.device_count() < n_dev:
-        raise SystemExit(f"need {n_dev} devices, JAX sees {jax.device_count()}")
+        raise errors.UsageError(
+            f"--devices={n_dev}: JAX sees {jax.device_count()} devices; pass fewer."
+        )
     result = {
         "meta": {
             "jax": jax.__version__,

@@ -84,7 +84,7 @@ def chaos_run(args, workdir: str, rng: random.Random) -> list[dict]:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, args.max_delay))
         if proc.poll() is not None:
-            raise SystemExit("The run finished before all kills: raise --steps.")
+            raise errors.UsageError("The run finished before all kills: raise --steps.")
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         at = logged_steps(workdir)[-1]
         proc.send_signal(sig)
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     base = args.workdir  # local or gs://
     if storage.exists(base):
-        raise SystemExit(f"{base} exists: remove it or pass another --workdir.")
+        raise errors.UsageError(f"{base} exists: remove it or pass another --workdir.")
     rng = random.Random(args.seed)
 
     start = time.time()

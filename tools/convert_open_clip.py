@@ -103,6 +103,7 @@ def parse(argv: list[str]) -> list[str]:
     global _config
     with errors.boundary():
         _config, _, rest = cli.config_from_argv(argv[1:], required=False)
+        flags.FLAGS.unparse_flags()  # a second parse in one process starts from the defaults
         try:
             left = flags.FLAGS([argv[0], *rest])
         except flags.Error as e:

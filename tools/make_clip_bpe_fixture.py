@@ -181,7 +181,9 @@ def open_clip_tokenize():
     """open_clip's `tokenize`, loaded from its file (see the module docstring)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("open_clip_torch is not installed (see the module docstring).")
+        raise errors.MissingPackageError(
+            "open_clip_torch is not installed (see the module docstring)."
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
     module_spec = importlib.util.spec_from_file_location("open_clip_tokenizer", path)
     module = importlib.util.module_from_spec(module_spec)
