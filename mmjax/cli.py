@@ -118,9 +118,9 @@ def load_file(config_flag: str) -> ml_collections.ConfigDict:
         raise ConfigFlagError(f"--config={config_flag}: {e}") from None
     except Exception as e:
         where = f"{path}{_line_in(path, e)}"
+        call = f"get_config({arg!r})" if arg else "get_config()"
         raise ConfigFlagError(
-            f"--config={config_flag}: get_config({arg!r}) in {where} failed:"
-            f" {type(e).__name__}: {e}"
+            f"--config={config_flag}: {call} in {where} failed: {type(e).__name__}: {e}"
         ) from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigFlagError(

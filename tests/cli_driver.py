@@ -47,7 +47,7 @@ def _invoke(argv: list[str]) -> int | None:
 def _run_script(path: str) -> None:
     """The script's `__main__` block; absl flags it defines are removed afterwards, so that
     the next case that runs it can define them again."""
-    from absl import flags
+    from absl import app, flags  # noqa: F401  (app defines flags of its own: keep them)
 
     before = set(flags.FLAGS)
     try:
