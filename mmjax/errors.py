@@ -52,7 +52,9 @@ class MissingPackageError(UserError, ImportError):
 
 def suggest(name: str, known: Iterable[str], n: int = 3) -> str:
     """' Did you mean 'a' or 'b'?' for the known names closest to `name`; '' if none is."""
-    close = difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+    known = list(known)
+    containing = [k for k in known if len(name) >= 3 and name in k and k != name]
+    close = containing[:n] or difflib.get_close_matches(name, known, n=n, cutoff=0.6)
     if not close:
         tail = name.rsplit(".", 1)[-1]  # a misspelt leaf: compare the last parts only
         by_tail = {k.rsplit(".", 1)[-1]: k for k in known}

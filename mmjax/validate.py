@@ -203,7 +203,7 @@ def mesh(ctx: Context) -> Iterator[Problem]:
         try:
             mesh_lib.mesh_shape(ctx.config.mesh, ctx.num_devices)
         except ValueError as e:
-            yield Problem("mesh", _error_text(e))
+            yield Problem("mesh", _error_text(e).removeprefix("config.mesh "))
     for i, rule in enumerate(ctx.config.mesh.rules):
         if not (isinstance(rule, tuple | list) and len(rule) == 2):
             yield Problem(f"mesh.rules[{i}]", f"{rule!r} is not a (logical name, mesh axes) pair.")
