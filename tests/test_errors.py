@@ -636,3 +636,11 @@ def test_term_inputs_must_be_rows_of_one_width():
         shapes.term_inputs("image_text", "image", x, "text", y, jnp.ones(()), jnp.zeros(()))
     with pytest.raises(AssertionError, match="floating point"):
         shapes.term_inputs("t", "a", x.astype(jnp.int32), "b", x, jnp.ones(()), jnp.zeros(()))
+
+
+def test_a_bucket_that_does_not_exist_is_refused_at_start(gcs):
+    from mmjax import validate
+
+    with pytest.raises(validate.WorkdirError, match="gs://no-such-bucket/run: cannot write"):
+        validate.check_workdir("gs://no-such-bucket/run")
+    validate.check_workdir("gs://bkt/errors-test-run")  # the bucket that exists takes it
