@@ -121,6 +121,15 @@ class CheckpointError(UserError, RuntimeError):
     """Checkpoints exist but none can be restored into the current run."""
 
 
+# The two-tower model (mmjax before multi-tower models) kept its projections at the top of
+# the parameter tree; the multi-tower tree has only modalities and "objectives" there.
+TWO_TOWER_KEYS = ("image_proj", "text_proj")
+UPGRADE_HINT = (
+    "written by mmjax before multi-tower models: run python tools/upgrade_checkpoint.py"
+    " --workdir={workdir} to rewrite its checkpoints and config.json in the new layout"
+)
+
+
 class Checkpointer:
     """A `CheckpointManager` for items "state" (a pytree) and "data" (a Grain iterator)."""
 
@@ -250,12 +259,19 @@ class Checkpointer:
             args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         else:
             args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(item=target, restore_args=args, partial_restore=True)
-            ),
-        )
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=target, restore_args=args, partial_restore=True
+                    )
+                ),
+            )
+        except Exception as error:
+            if self.is_two_tower(step):
+                raise CheckpointError(f"Checkpoint {step} was {self._upgrade_hint()}.") from error
+            raise
         return restored["state"]["params"]
 
     def _set_aside(self, steps: list[int]) -> None:
@@ -288,6 +304,19 @@ class Checkpointer:
                 "The processes see different checkpoints (%s); using %s.", shown, common
             )
         return common
+
+    def is_two_tower(self, step: int) -> bool:
+        """Whether `step` holds the parameters of the two-tower model (mmjax before
+        multi-tower models), read from the saved tree's metadata alone."""
+        try:
+            params = self.manager.item_metadata(step)["state"].tree["params"]
+        except Exception:  # no metadata to read: not recognisably the old layout
+            return False
+        return all(k in params for k in TWO_TOWER_KEYS)
+
+    def _upgrade_hint(self) -> str:
+        workdir = storage.parent(self.directory)
+        return UPGRADE_HINT.format(workdir=workdir)
 
     def restore_newest(
         self, abstract_state: Any, data_iter: grain.DatasetIterator | None
@@ -333,6 +362,11 @@ class Checkpointer:
             why = [*why[:-1], why[-1] + " (another model?)"] if why else [errors[0][:1000]]
             logging.warning("Skipping unreadable checkpoint %d: %s", step, "; ".join(why))
             skipped.append(f"{step} ({why[0][:300]})")
+        if steps and self.is_two_tower(steps[0]):
+            raise CheckpointError(
+                f"The checkpoints in {self.directory} (steps {steps}) were"
+                f" {self._upgrade_hint()}; then start this run again."
+            )
         if steps:  # never start from scratch silently on top of a run's checkpoints
             raise CheckpointError(
                 f"None of the checkpoints in {self.directory} (steps {steps}) restores into"

@@ -161,10 +161,19 @@ def main(command: Command) -> None:
         except preemption.Preempted as stop:
             logging.warning("%s", stop)
             _exit(preemption.PREEMPTED_EXIT_CODE)
-    if command.mode == "train" and "zeroshot/top1" in results and jax.process_index() == 0:
+    if command.mode == "train" and jax.process_index() == 0:
+        print_summary(results, command.workdir)
+
+
+def print_summary(results: dict[str, float], workdir: str) -> None:
+    """The last zero-shot results of each zero-shot evaluator, one line each."""
+    for key in (k for k in results if k.endswith("/top1") and k.startswith("zeroshot")):
+        name = key[: -len("/top1")]
+        what = name.removeprefix("zeroshot").lstrip("_")
         print(
-            f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot/top1']:.1f}%"
-            f" (top-5 {100 * results['zeroshot/top5']:.1f}%). Workdir: {command.workdir}",
+            f"Zero-shot top-1 on the held-out split{f' ({what})' if what else ''}:"
+            f" {100 * results[key]:.1f}%"
+            f" (top-5 {100 * results[name + '/top5']:.1f}%). Workdir: {workdir}",
             flush=True,
         )
 

@@ -47,6 +47,12 @@ def join(path: PathLike, *parts: str) -> str:
     return path
 
 
+def parent(path: PathLike) -> str:
+    """The folder holding `path` (a URL's parent stays a URL)."""
+    path = str(path).rstrip("/")
+    return path.rsplit("/", 1)[0] if is_remote(path) else os.path.dirname(path)
+
+
 def absolute(path: PathLike) -> str:
     """A local path made absolute (for messages and Orbax); a URL unchanged."""
     return str(path) if is_remote(path) else os.path.abspath(_local(path))

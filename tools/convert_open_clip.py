@@ -9,7 +9,8 @@ fresh optimizer state, and a Python config for `--config`):
       --workdir=workdirs/ft_b32 --config.data.path=...
 
 `--model` is open_clip's model name (`-quickgelu` for OpenAI's weights, which were trained
-with QuickGELU; the state dict cannot tell) or the path of an open_clip model config JSON.
+with QuickGELU; the state dict cannot tell) or the path of an open_clip model config JSON
+(an `open_clip_config.json` also gives the image mean and std).
 
 Export a workdir's checkpoint as an open_clip model folder (open_clip >= 3.0 loads it
 with `create_model_and_transforms("local-dir:DIR")`; CLIP_benchmark with
@@ -57,7 +58,10 @@ WEIGHTS = {"safetensors": "open_clip_model.safetensors", "bin": "open_clip_pytor
 def import_weights() -> None:
     if not (_CHECKPOINT.value and _MODEL.value and _WORKDIR.value):
         raise UsageError("import needs --checkpoint, --model and --workdir.")
-    arch = oc.arch_from_open_clip(oc.model_cfg_from_name_or_file(_MODEL.value))
+    model = _MODEL.value
+    arch = oc.arch_from_open_clip(
+        oc.model_cfg_from_name_or_file(model), oc.preprocess_cfg_from_name_or_file(model)
+    )
     params = oc.params_from_state_dict(oc.load_state_dict(_CHECKPOINT.value), arch)
     fields = oc.mmjax_fields(arch)
     config = config_lib.base()
@@ -85,7 +89,7 @@ def export_weights() -> None:
     )
     out = _OUT.value or storage.join(_WORKDIR.value, "open_clip")
     weights = storage.join(out, WEIGHTS[_FORMAT.value])
-    oc.save_state_dict(oc.state_dict_from_params(params), weights)
+    oc.save_state_dict(oc.state_dict_from_params(params, oc.open_clip_term(config)), weights)
     config_json = json.dumps(oc.open_clip_config_json(arch), indent=2)
     storage.write_text(storage.join(out, "open_clip_config.json"), config_json)
     print(

@@ -23,6 +23,7 @@ sources, which say so in the log (wds.py).
 """
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
@@ -84,9 +85,27 @@ def train_dataset(
     """
     local = local_batch_size(global_batch, process_count)
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+    # Prepared before the slice: example n's crops come from (seed, n), its place in the
+    # global stream, whatever the number of processes.
+    ds = ds.map_with_index(lambda n, raw: prepare(raw, example_rng(seed, n)))
     ds = ds[process_index::process_count]
-    ds = ds.random_map(prepare, seed=seed)
     return ds.batch(local, drop_remainder=True, batch_fn=collate)
+
+
+def example_rng(seed: int, position: int) -> np.random.Generator:
+    """The generator of the example at `position` in the global stream of examples (batch
+    k holds positions k * B ... k * B + B - 1): a function of the seed and that position
+    only, so the same whatever the number of processes or a resume."""
+    return np.random.default_rng([seed, position])
+
+
+def record_rng(seed: int, raw) -> np.random.Generator:
+    """The generator of a streamed record: from its key (shard and sample) and the epoch
+    it is read in, so the same whichever process reads it."""
+    key = raw.get("__key__", "") if isinstance(raw, dict) else ""
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    epoch = raw.get("__epoch__", 0) if isinstance(raw, dict) else 0
+    return np.random.default_rng([seed, digest, epoch])
 
 
 def as_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.DatasetIterator:
@@ -137,7 +156,7 @@ def _read_batch(
     elements = [
         prepare(
             {name: values[j] for name, values in raw.items()},
-            np.random.default_rng([seed, first + j * process_count]),
+            example_rng(seed, first + j * process_count),
         )
         for j in range(local)
     ]
@@ -178,9 +197,10 @@ def source_kind(source) -> str:
     return "batched" if isinstance(source, BatchedSource) else "random_access"
 
 
-def _prepare_indexed(prepare: Prepare, seed: int, process_index: int, raw, index: int):
-    """`prepare` with randomness from the element's place in this process's stream."""
-    return prepare(raw, np.random.default_rng([seed, process_index, index]))
+def prepare_streamed(prepare: Prepare, seed: int, raw, index: int):
+    """`prepare` with randomness from the record's identity (`record_rng`)."""
+    del index
+    return prepare(raw, record_rng(seed, raw))
 
 
 @READERS.register("streaming")
@@ -194,7 +214,7 @@ def streaming_batches(
     """`open_batches(step)` over the stream: from the start, or from whole shards on."""
     data, seed = config.data, config.seed
     local = local_batch_size(config.batch_size, process_count)
-    prepare_at = functools.partial(_prepare_indexed, prepare, seed, process_index)
+    prepare_at = functools.partial(prepare_streamed, prepare, seed)
     buffer = max(data.prefetch, 1) * local
 
     def open_batches(step: int) -> grain.DatasetIterator:

@@ -129,6 +129,12 @@ class Model(nn.Module):
         """The pooled features before the projection (linear probes, kNN)."""
         return self.encode(modality, x)["features"]
 
+    def token_embeddings(self, modality: str, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(every token projected and normalised [B, N, d], token mask [B, N]): token-wise
+        similarities (FILIP) at evaluation."""
+        out = self.encode(modality, x, with_tokens=True)
+        return out["tokens"], out["token_mask"]
+
     def logit_params(self) -> dict[str, tuple[jax.Array, jax.Array]]:
         """{term: (scale, bias)}."""
         return self._logits()
