@@ -259,3 +259,17 @@ def config_from_argv(
     config = load_file(config_flag)
     apply_overrides(config, overrides)
     return config, config_flag, rest
+
+
+def parse_tool_argv(argv: Sequence[str]) -> tuple[ml_collections.ConfigDict | None, list[str]]:
+    """For a tool on absl flags that may take a run's config: (`--config` with its
+    overrides or None, what absl leaves: the program name and positional arguments).
+    A mistake in either is a UsageError naming the flag."""
+    from absl import flags
+
+    config, _, rest = config_from_argv(argv[1:], required=False)
+    flags.FLAGS.unparse_flags()  # a second parse in one process starts from the defaults
+    try:
+        return config, flags.FLAGS([argv[0], *rest])
+    except flags.Error as e:
+        raise UsageError(str(e)) from None

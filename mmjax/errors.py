@@ -99,6 +99,20 @@ def raised_in(error: BaseException, *parts: str) -> bool:
     return bool(frames) and all(part in frames[-1].filename for part in parts)
 
 
+@contextlib.contextmanager
+def refusals(what: str, *parts: str) -> Iterator[None]:
+    """Makes a ValueError, FileExistsError or FileNotFoundError raised in a module whose
+    path has all of `parts` a UserError prefixed by `what`: the refusals a library module
+    writes for its caller (weights that do not fit, a workdir already in use), as opposed
+    to the same types raised from deeper down, which stay bugs."""
+    try:
+        yield
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        if isinstance(e, UserError) or not raised_in(e, *parts):
+            raise
+        raise UserError(f"{what}: {e}") from e
+
+
 def message(error: BaseException) -> str | None:
     """The clean message of a failure the user can fix; None for a bug."""
     if isinstance(error, UserError):

@@ -33,7 +33,7 @@ from absl import app, flags, logging
 
 from mmjax import cli, errors, storage
 from mmjax import config as config_lib
-from mmjax.errors import UsageError, UserError
+from mmjax.errors import UsageError
 from mmjax.interop import checkpoints
 from mmjax.interop import open_clip as oc
 
@@ -106,12 +106,7 @@ def parse(argv: list[str]) -> list[str]:
     """`--config` (export) by mmjax/cli.py, the rest by absl; a mistake ends in one line."""
     global _config
     with errors.boundary():
-        _config, _, rest = cli.config_from_argv(argv[1:], required=False)
-        flags.FLAGS.unparse_flags()  # a second parse in one process starts from the defaults
-        try:
-            left = flags.FLAGS([argv[0], *rest])
-        except flags.Error as e:
-            raise UsageError(str(e)) from None
+        _config, left = cli.parse_tool_argv(argv)
         if len(left) != 2 or left[1] not in COMMANDS:
             raise UsageError("usage: convert_open_clip.py import|export --flags (--help).")
         return left
@@ -119,15 +114,10 @@ def parse(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
-    with errors.boundary():
-        try:
-            COMMANDS[argv[1]]()
-        except (ValueError, FileExistsError, FileNotFoundError) as e:
-            if isinstance(e, UserError) or not errors.raised_in(e, "mmjax", "interop"):
-                raise
-            # The converter's own refusals: a model or option open_clip cannot express,
-            # weights that do not fit, a workdir that already holds checkpoints.
-            raise UserError(f"{argv[1]}: {e}") from e
+    # The converter's own refusals: a model or option open_clip cannot express, weights
+    # that do not fit, a workdir that already holds checkpoints.
+    with errors.boundary(), errors.refusals(argv[1], "mmjax", "interop"):
+        COMMANDS[argv[1]]()
 
 
 if __name__ == "__main__":
