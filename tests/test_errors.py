@@ -247,7 +247,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "bench_data_threads": ([tool("bench_data.py"), "--threads=two"], ["--threads=two"]),
 }
-# absl tools define flags of the same names as mmjax.main's: their own process.
+# absl tools (the open_clip converter, the checkpoint upgrade) define flags of the same
+# names as mmjax.main's: their own process.
 ABSL_CASES: dict[str, tuple[list[str], list[str]]] = {
     "open_clip_unknown_model": (
         [
@@ -268,6 +269,23 @@ ABSL_CASES: dict[str, tuple[list[str], list[str]]] = {
         ["--config.lr=1", "Did you mean optim.lr?"],
     ),
     "open_clip_no_command": ([tool("convert_open_clip.py")], ["usage: convert_open_clip.py"]),
+    "upgrade_no_workdir": ([tool("upgrade_checkpoint.py")], ["usage: upgrade_checkpoint.py"]),
+    "upgrade_without_config_json": (
+        [tool("upgrade_checkpoint.py"), "--workdir={tmp}/empty"],
+        ["upgrade: No ", "config.json: pass the run's config with --config."],
+    ),
+    "upgrade_without_checkpoints": (
+        [tool("upgrade_checkpoint.py"), "--workdir={tmp}/empty", DEMO],
+        ["upgrade: No checkpoint in", "empty/checkpoints"],
+    ),
+    "upgrade_bad_override": (
+        [tool("upgrade_checkpoint.py"), "--workdir={tmp}/empty", DEMO, "--config.optim.lrr=1"],
+        ["--config.optim.lrr=1", "Did you mean optim.lr?"],
+    ),
+    "upgrade_bad_bool_flag": (
+        [tool("upgrade_checkpoint.py"), "--workdir={tmp}/empty", "--keep_old=maybe"],
+        ["--keep_old=maybe", "Non-boolean argument"],
+    ),
 }
 BUG = "internal_error"
 
