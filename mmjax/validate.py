@@ -110,6 +110,7 @@ def _error_text(error: BaseException) -> str:
 
 POSITIVE = (
     "total_steps",
+    "model.embed_dim",
     "log_every",
     "ckpt_every",
     "keep_ckpts",
@@ -199,7 +200,14 @@ def mesh(ctx: Context) -> Iterator[Problem]:
     """Mesh axis sizes that use the devices, and sharding rules over known axes."""
     from mmjax.parallel import mesh as mesh_lib
 
-    if ctx.num_devices is not None:
+    sizes = {a: ctx.config.mesh[a] for a in mesh_lib.AXES}
+    bad = {a: v for a, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int)}
+    bad |= {a: v for a, v in sizes.items() if a not in bad and v < 1 and v != -1}
+    for axis, value in bad.items():
+        yield Problem(
+            f"mesh.{axis}", f"must be a positive int or -1 (the devices left), got {value!r}."
+        )
+    if ctx.num_devices is not None and not bad:
         try:
             mesh_lib.mesh_shape(ctx.config.mesh, ctx.num_devices)
         except ValueError as e:
@@ -261,6 +269,23 @@ def _fields(kind: str, name: str, entry: ml_collections.ConfigDict, defaults: di
     return out
 
 
+def _size_problems(field: str, entry: ml_collections.ConfigDict, defaults: dict) -> list:
+    """Integer fields of a tower: never negative, and positive where the registered
+    default is (a size such as context_length or n_mels; a default of 0 means "from the
+    variant" or "none", so 0 stays allowed there)."""
+    out = []
+    for key, default in defaults.items():
+        if isinstance(default, bool) or not isinstance(default, int):
+            continue
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value < 0 or (default > 0 and value == 0):
+            wanted = "positive" if default > 0 else ">= 0 (0: the variant's or none)"
+            out.append(Problem(f"{field}.{key}", f"must be {wanted}, got {value}."))
+    return out
+
+
 def built_towers(config: ml_collections.ConfigDict) -> tuple[dict, list[Problem]]:
     """({modality: tower factory} of the towers that build, problems of those that do not)."""
     from mmjax.models import OBJECTIVES_KEY, TOWERS, layers
@@ -307,6 +332,7 @@ def built_towers(config: ml_collections.ConfigDict) -> tuple[dict, list[Problem]
         own = [
             _dtype_problem(f"{field}.dtype", c.dtype, True),
             _remat_problem(f"{field}.remat", c.remat, True),
+            *_size_problems(field, c, TOWERS.get(c.type).defaults),
         ]
         if any(own):
             found += [p for p in own if p]
@@ -468,10 +494,14 @@ def objectives(ctx: Context) -> Iterator[Problem]:
                     f" {list(data_modalities)}.",
                 )
         inputs, options = describe(t.loss)
-        for side in ("x", "y"):
-            if f"{side}_labels" not in inputs:
+        for side in ("x", "y", ""):
+            # "": the term's own labels, which a loss without labels ignores (a term's
+            # loss can switch without other changes) but which must still be a batch key.
+            if side and f"{side}_labels" not in inputs:
                 continue
-            key = t[f"{side}_labels"] or t.labels
+            key = (t[f"{side}_labels"] or t.labels) if side else t.labels
+            if not key and not side:
+                continue
             if not key:
                 yield Problem(
                     f"{field}.labels",
@@ -500,6 +530,16 @@ def objectives(ctx: Context) -> Iterator[Problem]:
         ):
             if not ok(float(t[key])):
                 yield Problem(f"{field}.{key}", f"{wanted}, got {t[key]!r}.")
+                break
+        else:
+            top = math.log(t.max_scale)
+            if not 0 <= t.temperature_init <= top:
+                yield Problem(
+                    f"{field}.temperature_init",
+                    f"{t.temperature_init!r} is outside [0, log max_scale = {top:.4g}], the"
+                    " range t is clamped to after each update; the scale is exp(t), e.g."
+                    f" {math.log(1 / 0.07):.4g} for CLIP's 1/0.07.",
+                )
 
 
 # ------------------------------------------------------------------ optimisation

@@ -158,6 +158,30 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["config.data.modalities.image: key is empty"],
     ),
     "negative_lr": ([MAIN, DEMO, "--config.optim.lr=-1"], ["config.optim.lr: must be >= 0"]),
+    "embed_dim_zero": (
+        [MAIN, DEMO, "--config.model.embed_dim=0"],
+        ["config.model.embed_dim: must be positive, got 0"],
+    ),
+    "mesh_axis_zero": (
+        [MAIN, DEMO, "--config.mesh.data=0"],
+        ["config.mesh.data: must be a positive int or -1", "got 0"],
+    ),
+    "context_length_zero": (
+        [MAIN, DEMO, "--config.model.towers.text.context_length=0"],
+        ["config.model.towers.text.context_length: must be positive, got 0"],
+    ),
+    "tower_depth_negative": (
+        [MAIN, DEMO, "--config.model.towers.image.depth=-1"],
+        ["config.model.towers.image.depth: must be >= 0", "got -1"],
+    ),
+    "temperature_outside_clamp": (
+        [MAIN, DEMO, "--config.objectives.image_text.temperature_init=-1"],
+        ["config.objectives.image_text.temperature_init: -1.0 is outside [0, log max_scale"],
+    ),
+    "labels_not_in_batch": (
+        [MAIN, DEMO, "--config.objectives.image_text.labels=colour"],
+        ["config.objectives.image_text.labels: 'colour' is not in the batch"],
+    ),
     "process_id_out_of_range": (
         [
             MAIN,
