@@ -159,6 +159,9 @@ def base() -> ml_collections.ConfigDict:
     c.seed = 0
     c.batch_size = 256  # global batch, over all devices and processes
     c.accum_steps = 1  # >1: exact gradient accumulation over micro-batches (GradCache)
+    # With accum_steps > 1: feed micro-batches from the host, one jitted call each, both
+    # passes (train/streamed.py), so the global input batch never sits on the devices.
+    c.accum_streamed = False
     c.total_steps = 1000
     c.stop_at_step = 0  # >0: save and exit at this step (to fit a job time limit); resumable
     c.log_every = 50
@@ -167,12 +170,17 @@ def base() -> ml_collections.ConfigDict:
     c.check_memory = True  # stop before training if the compiled step does not fit
     c.max_nonfinite_in_a_row = 20  # stop after this many skipped non-finite steps; 0: never
     c.preemption_check_every = 10  # multi-process runs agree on SIGTERM every N steps
+    # Persistent XLA compilation cache: relative = inside the workdir; "" = off.
+    c.compile_cache_dir = "xla_cache"
+    c.profile = ml_collections.ConfigDict(dict(start=0, steps=3))  # start > 0: trace steps
 
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = 512  # the joint space every tower projects into
     c.model.act = "gelu"
-    c.model.dtype = "float32"  # activations; parameters are always float32
+    c.model.dtype = "float32"  # activations
+    c.model.param_dtype = "float32"  # parameters as stored and updated (bfloat16 halves them)
     c.model.remat = "none"  # none | full | dots | names:a,b (models/layers.py); per tower too
+    c.model.attention = "auto"  # auto (cuDNN flash on GPU for bf16, else XLA) | xla | cudnn
     c.model.proj_bias = False
     # Modality name -> tower config (`type` picks the code: vit, text, ...; models/).
     c.model.towers = ml_collections.ConfigDict()
@@ -190,8 +198,28 @@ def base() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.2
     c.optim.grad_clip = 1.0  # global norm; 0 disables
+    c.optim.moment_dtype = "float32"  # Adam's first and second moments; bfloat16 halves them
     c.optim.lr_scaling = "none"  # none | linear | sqrt: scale lr by batch_size / lr_base_batch
     c.optim.lr_base_batch = 256
+    # Parameter groups by regexes over names like "image/encoder/blocks/mlp/fc1/kernel"
+    # (mmjax/optim.py, mmjax/params.py). Rules are ((regex, multiplier), ...), first match wins.
+    c.optim.freeze = ()  # regexes: no gradient, no optimizer state (towers: `lock=True`)
+    c.optim.lr_mults = ()
+    c.optim.wd_mults = ()  # unmatched: 1 for weight matrices (kernels), 0 for the rest
+    c.optim.layer_decay = 1.0  # <1: layer-wise lr decay (fine-tuning)
+    c.optim.layer_decay_towers = ()  # the towers it applies to; () = all
+
+    # Exponential moving average of the parameters (train/ema.py); evaluators pick it with
+    # `weights="ema"` or "both".
+    c.ema = ml_collections.ConfigDict()
+    c.ema.decay = 0.0  # 0: no EMA; e.g. 0.999
+
+    # Start from another run's parameters (all, or those matching `params` regexes), e.g.
+    # LiT's pre-trained image tower: workdir="...", params=("^image/",).
+    c.init = ml_collections.ConfigDict()
+    c.init.workdir = ""
+    c.init.step = 0  # 0: its latest checkpoint
+    c.init.params = ()
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"  # | warmup_constant_cooldown | inverse_sqrt
@@ -236,6 +264,8 @@ def base() -> ml_collections.ConfigDict:
     c.data.modalities.text = modality("text")
     c.data.num_threads = 8
     c.data.prefetch = 4
+    c.data.worker_processes = 0  # wds: decode in this many processes instead of threads
+    c.data.device_prefetch = 2  # global batches put on the devices ahead of the step; 0: none
     c.data.shuffle_buffer = 10_000  # streaming: examples shuffled together (a window)
     c.data.cycle_length = 8  # streaming: shards each process reads at once
     c.data.tfds_split = "train"
@@ -248,6 +278,13 @@ def base() -> ml_collections.ConfigDict:
     # Evaluators by name: `type` picks the code (evals/registry.py), `every` the period.
     c.evals = ml_collections.ConfigDict()
     c.evals.zeroshot = ml_collections.ConfigDict(
-        dict(type="zeroshot", every=1000, batch_size=256, dataset="synthetic", templates="")
+        dict(
+            type="zeroshot",
+            every=1000,
+            batch_size=256,
+            dataset="synthetic",
+            templates="",
+            weights="raw",  # raw | ema | both: which parameters evaluate
+        )
     )
     return c

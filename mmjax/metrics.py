@@ -55,22 +55,40 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Averages step metrics between reports and adds throughput and ETA.
+    """Averages step metrics between reports and adds throughput, MFU and ETA.
 
     Device metrics are kept as arrays until a report, so logging does not force a
-    host sync on every step.
+    host sync on every step. With `step_flops` (model FLOPs of one global step,
+    `sweeps.flops.step_flops`) a report adds TFLOP/s per device, and with the chip's
+    `peak` FLOP/s (`parallel.chips`) MFU; with no known peak MFU is left out, never
+    guessed. `hardware_flops` (model + recomputation) gives the hardware TFLOP/s.
     """
 
-    def __init__(self, total_steps: int, global_batch: int, num_devices: int, start_step: int):
+    def __init__(
+        self,
+        total_steps: int,
+        global_batch: int,
+        num_devices: int,
+        start_step: int,
+        step_flops: float | None = None,
+        peak: float | None = None,
+        hardware_flops: float | None = None,
+        device_kind: str = "",
+    ):
         self.total_steps = total_steps
         self.global_batch = global_batch
         self.num_devices = num_devices
+        self.step_flops, self.peak, self.hardware_flops = step_flops, peak, hardware_flops
+        self.device_kind = device_kind
         self._pending: list[Mapping[str, jax.Array]] = []
+        self._data_wait = 0.0
         self._last_step = start_step
         self._last_time = time.perf_counter()
 
-    def add(self, metrics: Mapping[str, jax.Array]) -> None:
+    def add(self, metrics: Mapping[str, jax.Array], data_wait_s: float = 0.0) -> None:
+        """One step's metrics, and how long the loop waited for its batch."""
         self._pending.append(metrics)
+        self._data_wait += data_wait_s
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -80,7 +98,7 @@ class Progress:
         self._last_time += time.perf_counter() - start
 
     def report(self, step: int) -> dict[str, float]:
-        """Mean metrics since the last report plus steps/s, samples/s, ETA."""
+        """Mean metrics since the last report plus steps/s, samples/s, FLOP/s, MFU, ETA."""
         fetched = jax.device_get(self._pending)
         self._pending = []
         out = {}
@@ -88,12 +106,30 @@ class Progress:
             values = [m[k] for m in fetched]
             out[k] = float(values[-1] if k in COUNTERS else np.mean(values))
         now = time.perf_counter()
-        steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        steps, elapsed = step - self._last_step, max(now - self._last_time, 1e-9)
+        steps_per_s = steps / elapsed
         self._last_step, self._last_time = step, now
         out["steps_per_s"] = steps_per_s
         out["samples_per_s"] = steps_per_s * self.global_batch
         out["samples_per_s_per_device"] = out["samples_per_s"] / self.num_devices
+        out.update(self.utilisation(steps_per_s))
+        out["data_wait_s"] = self._data_wait / max(steps, 1)
+        out["data_wait_fraction"] = min(self._data_wait / elapsed, 1.0)
+        self._data_wait = 0.0
         out["eta_s"] = (self.total_steps - step) / max(steps_per_s, 1e-9)
+        return out
+
+    def utilisation(self, steps_per_s: float) -> dict[str, float]:
+        """TFLOP/s per device (model and hardware FLOPs) and MFU, where known."""
+        if not self.step_flops:
+            return {}
+        per_device = self.step_flops * steps_per_s / self.num_devices
+        out = {"tflops_per_s_per_device": per_device / 1e12}
+        if self.hardware_flops:
+            hw = self.hardware_flops * steps_per_s / self.num_devices
+            out["hardware_tflops_per_s_per_device"] = hw / 1e12
+        if self.peak:
+            out["mfu"] = per_device / self.peak
         return out
 
     def line(self, step: int, m: Mapping[str, float]) -> str:
@@ -112,6 +148,14 @@ class Progress:
         parts.append(f"{m['steps_per_s']:.2f} steps/s")
         parts.append(f"{m['samples_per_s']:.0f} samples/s")
         parts.append(f"{m['samples_per_s_per_device']:.0f}/s/device")
+        if "tflops_per_s_per_device" in m:
+            parts.append(f"{m['tflops_per_s_per_device']:.3g} TFLOP/s/device")
+            if "mfu" in m:
+                parts.append(f"MFU {100 * m['mfu']:.1f}%")
+            else:
+                parts.append(f"MFU n/a (needs a known chip, not {self.device_kind or '?'})")
+        if "data_wait_fraction" in m:
+            parts.append(f"data wait {100 * m['data_wait_fraction']:.0f}%")
         parts.append(f"ETA {_fmt_duration(m['eta_s'])}")
         return " | ".join(parts)
 

@@ -2,6 +2,13 @@ r"""Images per second per CPU core: decode + augment + tokenize + batch from tar
 
   python tools/bench_data.py                       # table on stdout, bench_data.json
   python tools/bench_data.py --images=2000 --threads=1,2 --out=/tmp/b.json
+  python tools/bench_data.py --threads=1,2 --pairs=3 --busy   # alternated, one core busy
+
+`--threads` is the list of thread counts (mmjax threads), worker process counts (mmjax
+`data.worker_processes` and open_clip's DataLoader workers). `--pairs` repeats every run
+that many times, alternating the pipelines, and reports medians (and the median ratio of
+mmjax's best to open_clip's over the runs of one round, which ran under the same load).
+`--busy` keeps one core busy with a spinning process for the whole measurement.
 
 Writes webdataset shards of 256x256 JPEGs (tools/make_synthetic_shards.py), then reads
 them into batches of 224x224 CLIP training crops (random resized crop, scale 0.9-1.0,
@@ -76,7 +83,9 @@ def measure(make_batches, batch: int, batches: int, warmup: int = 2) -> dict:
     }
 
 
-def mmjax_batches(shards: str, batch: int, threads: int, decoder: str, resizer: str):
+def mmjax_batches(
+    shards: str, batch: int, threads: int, decoder: str, resizer: str, processes: int = 0
+):
     def make():
         c = config_lib.base()
         c.batch_size = batch
@@ -84,6 +93,7 @@ def mmjax_batches(shards: str, batch: int, threads: int, decoder: str, resizer: 
         image = c.data.modalities.image
         image.size, image.decoder, image.resizer = 224, decoder, resizer
         c.data.num_threads, c.data.prefetch = threads, 2
+        c.data.worker_processes = processes
         c.data.shuffle_buffer = 1000
         c.data.modalities.text.tokenizer = "clip_bpe"
         it = pipeline.train_iterator(c, 0, 1)
@@ -181,6 +191,31 @@ def components(data: bytes, repeats: int = 300) -> dict[str, float]:
     return {k: float(np.median(v)) * 1e6 for k, v in times.items()}
 
 
+def spin() -> None:
+    while True:
+        pass
+
+
+def runs_for(shards: str, batch: int, n: int, auto: tuple[str, str]) -> list:
+    runs = [
+        (f"mmjax threads ({auto[0]} + {auto[1]})", mmjax_batches(shards, batch, n, *auto)),
+        (
+            f"mmjax processes ({auto[0]} + {auto[1]})",
+            mmjax_batches(shards, batch, n, *auto, processes=n),
+        ),
+        ("mmjax threads (pil + pil)", mmjax_batches(shards, batch, n, "pil", "pil")),
+    ]
+    try:
+        import torch  # noqa: F401
+        import webdataset  # noqa: F401
+
+        # workers=0 reads in the main process: one core, like one mmjax thread.
+        runs.append(("open_clip (webdataset + DataLoader)", open_clip_batches(shards, batch, n)))
+    except ImportError as e:
+        print(f"open_clip reference skipped: {e}")
+    return runs
+
+
 def int_list(flag: str, text: str) -> list[int]:
     """ "1,2" -> [1, 2]; anything else fails naming the flag."""
     try:
@@ -196,7 +231,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1536, help="images timed per run")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--threads", default="1,2", help="threads (mmjax) / workers (open_clip)")
+    parser.add_argument("--threads", default="1,2", help="threads / workers, comma-separated")
+    parser.add_argument("--pairs", type=int, default=1, help="alternated repeats (medians)")
+    parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
     parser.add_argument("--shards", default="", help="existing shard folder (else written)")
     parser.add_argument("--out", default="bench_data.json")
     args = parser.parse_args()
@@ -210,49 +247,68 @@ def main() -> None:
 
         sample = next(tar.samples(f))[0]
     batches = max(args.images // args.batch, 1)
-    results = {"components_us": components(sample["jpg"]), "runs": []}
+    results = {"components_us": components(sample["jpg"]), "runs": [], "busy": args.busy}
     auto = images.pick("decoder", "auto"), images.pick("resizer", "auto")
-    for n in threads:
-        runs = [
-            (f"mmjax ({auto[0]} + {auto[1]})", mmjax_batches(shards, args.batch, n, *auto)),
-            ("mmjax (pil + pil)", mmjax_batches(shards, args.batch, n, "pil", "pil")),
-        ]
-        try:
-            import torch  # noqa: F401
-            import webdataset  # noqa: F401
+    busy = None
+    if args.busy:
+        import multiprocessing
 
-            # workers=0 reads in the main process: one core, like one mmjax thread.
-            runs.append(
-                (
-                    "open_clip (webdataset + DataLoader)",
-                    open_clip_batches(shards, args.batch, n if n > 1 else 0),
-                )
-            )
-        except ImportError as e:
-            print(f"open_clip reference skipped: {e}")
-        for name, make in runs:
-            r = measure(make, args.batch, batches)
-            results["runs"].append({"pipeline": name, "threads": n, **r})
-            print(
-                f"{name:38s} threads={n}: {r['images_per_s']:7.0f} img/s,"
-                f" {r['images_per_cpu_s']:6.0f} img/s per core",
-                flush=True,
-            )
+        busy = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
+        busy.start()
+    try:
+        for n in threads:
+            runs = runs_for(shards, args.batch, n, auto)
+            for round_ in range(args.pairs):
+                for name, make in runs:
+                    r = measure(make, args.batch, batches)
+                    results["runs"].append({"pipeline": name, "threads": n, "round": round_, **r})
+                    print(
+                        f"{name:40s} n={n} round {round_}: {r['images_per_s']:7.0f} img/s,"
+                        f" {r['images_per_cpu_s']:6.0f} img/s per core",
+                        flush=True,
+                    )
+    finally:
+        if busy is not None:
+            busy.terminate()
     results["machine"] = {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "load_avg": os.getloadavg(),
     }
-    print("\n| pipeline | threads / workers | images/s | images/s per core (CPU-s) |")
-    print("|---|---|---|---|")
+    print_tables(results)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"\nWrote {args.out}.")
+
+
+def print_tables(results: dict) -> None:
+    """Medians over rounds; the ratio of mmjax's best run to open_clip's in each round."""
+    groups: dict[tuple[str, int], list[dict]] = {}
     for r in results["runs"]:
-        rates = f"{r['images_per_s']:.0f} | {r['images_per_cpu_s']:.0f}"
-        print(f"| {r['pipeline']} | {r['threads']} | {rates} |")
+        groups.setdefault((r["pipeline"], r["threads"]), []).append(r)
+    print("\n| pipeline | threads / workers | images/s (median) | images/s per core | runs |")
+    print("|---|---|---|---|---|")
+    for (name, n), rs in groups.items():
+        rate = float(np.median([r["images_per_s"] for r in rs]))
+        core = float(np.median([r["images_per_cpu_s"] for r in rs]))
+        print(f"| {name} | {n} | {rate:.0f} | {core:.0f} | {len(rs)} |")
+    ratios = {}
+    for r in results["runs"]:
+        ratios.setdefault((r["threads"], r["round"]), {})[r["pipeline"]] = r["images_per_s"]
+    per_n: dict[int, list[float]] = {}
+    for (n, _), rates in ratios.items():
+        ours = max(v for k, v in rates.items() if k.startswith("mmjax"))
+        theirs = [v for k, v in rates.items() if k.startswith("open_clip")]
+        if theirs:
+            per_n.setdefault(n, []).append(ours / theirs[0])
+    for n, rs in per_n.items():
+        print(
+            f"mmjax best / open_clip, n={n}: median {np.median(rs):.2f} over {len(rs)} rounds"
+            f" ({', '.join(f'{x:.2f}' for x in rs)})"
+        )
+    results["ratio_best_mmjax_over_open_clip"] = {str(n): rs for n, rs in per_n.items()}
     print("\n| component (one 256 px JPEG) | microseconds |\n|---|---|")
     for k, v in results["components_us"].items():
         print(f"| {k} | {v:.0f} |")
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(f"\nWrote {args.out}.")
 
 
 if __name__ == "__main__":

@@ -234,7 +234,8 @@ def streaming_batches(
                 ds, window_size=data.shuffle_buffer, seed=seed
             )
         ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=buffer)
-        ds = ParallelMap(ds, prepare_at, max(data.num_threads, 1), buffer)
+        processes = data.get("worker_processes", 0)
+        ds = ParallelMap(ds, prepare_at, max(data.num_threads, 1), buffer, processes)
         return iter(ds.batch(local, drop_remainder=True, batch_fn=collate))
 
     return open_batches
@@ -259,7 +260,7 @@ def train_iterator(
 def skip_counts(data_iter: grain.DatasetIterator) -> dict[str, float]:
     """Records skipped so far, by reason and in all, summed over processes (a collective:
     every process calls it at the same step)."""
-    if not isinstance(data_iter, TrainIterator):
+    if not getattr(data_iter, "reasons", None):  # a TrainIterator, or one that wraps it
         return {}
     counts, reasons = data_iter.skipped, data_iter.reasons
     values = np.array([counts.get(r, 0) for r in reasons], np.int32)

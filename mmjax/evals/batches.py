@@ -16,9 +16,12 @@ import numpy as np
 from jax.sharding import Mesh
 
 from mmjax.data.pipeline import eval_batches
+from mmjax.data.stages import background
 from mmjax.evals.progress import Ticker
 from mmjax.parallel import sharding
 from mmjax.parallel.mesh import BATCH_AXES
+
+EVAL_PREFETCH = 2  # evaluation batches read and put on the devices ahead
 
 
 def replicated_rows(rows: np.ndarray, mesh: Mesh) -> jax.Array:
@@ -82,8 +85,10 @@ def global_batches(
     """
     batch_size = round_batch(batch_size, mesh)
     ticker = Ticker(desc, math.ceil(len(source) / batch_size))
-    for local, mask in eval_batches(source, batch_size, jax.process_index(), jax.process_count()):
-        yield sharding.global_batch({**local, "mask": mask}, mesh)
+    local = eval_batches(source, batch_size, jax.process_index(), jax.process_count())
+    made = (sharding.global_batch({**b, "mask": m}, mesh) for b, m in local)
+    for batch in background(made, EVAL_PREFETCH):  # the next batches read meanwhile
+        yield batch
         ticker.tick()
 
 

@@ -19,7 +19,7 @@ import ml_collections
 from mmjax import state, storage
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.errors import UserError
-from mmjax.evals.registry import EvalContext, build_evaluators, prefixed
+from mmjax.evals.registry import EvalContext, build_evaluators
 from mmjax.metrics import MetricWriter
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
@@ -31,8 +31,9 @@ class NoCheckpointError(UserError, FileNotFoundError):
 
 def restore_params(
     config: ml_collections.ConfigDict, workdir: str, mesh: Any, step: int | None
-) -> tuple[nn.Module, Any, int]:
-    """(model, params on the mesh, step) from `workdir`'s latest or `step`-th checkpoint."""
+) -> tuple[nn.Module, Any, int, Any]:
+    """(model, params on the mesh, step, EMA parameters or None) from `workdir`'s latest or
+    `step`-th checkpoint. The EMA is read only when the run has one."""
     built = state.build(config, mesh)
     directory = storage.join(workdir, "checkpoints")
     if not storage.isdir(directory):
@@ -47,6 +48,7 @@ def restore_params(
     step = step or steps[-1]
     damaged = ckpts.check(step)
     if damaged:
+        ckpts.close()
         raise CheckpointError(
             f"Checkpoint {step} in {ckpts.directory} is damaged ({damaged[0]}"
             f"{f'; and {len(damaged) - 1} more' if len(damaged) > 1 else ''}): evaluate"
@@ -54,6 +56,10 @@ def restore_params(
         )
     try:
         params = ckpts.restore_params(step, built.abstract.params)
+        ema = None
+        if built.abstract.ema is not None:
+            averaged = ckpts.restore_params(step, built.abstract.ema, field="ema")
+            ema = state.ema_model(averaged, params)  # frozen parameters are not averaged
     except Exception as e:  # unreadable, or another model's
         raise CheckpointError(
             f"Checkpoint {step} in {ckpts.directory} does not restore into this config's model"
@@ -61,7 +67,7 @@ def restore_params(
         ) from e
     finally:
         ckpts.close()
-    return built.model, params, step
+    return built.model, params, step, ema
 
 
 def format_table(step: int, results: dict[str, float]) -> str:
@@ -83,10 +89,10 @@ def evaluate(
     mesh = mesh_lib.make_mesh(config.mesh)
     results: dict[str, float] = {}
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
-        model, params, step = restore_params(config, workdir, mesh, step)
+        model, params, step, ema = restore_params(config, workdir, mesh, step)
         for e in build_evaluators(EvalContext(model, mesh, config)):
             start = time.perf_counter()
-            results.update(prefixed(e.name, e.evaluator.run(params)))
+            results.update(e.run(params, ema))
             logging.info("%s done in %.1f s.", e.name, time.perf_counter() - start)
     writer = MetricWriter(workdir)
     writer.write(step, results)

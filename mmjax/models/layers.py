@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 Dtype = Any
 
@@ -90,11 +91,48 @@ def layer_norm(dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
     )
 
 
+# How `jax.nn.dot_product_attention` runs: XLA's einsums (any backend, logits and softmax
+# in float32), or cuDNN's fused flash attention (NVIDIA GPUs, 16-bit activations only,
+# head_dim a multiple of 8 up to 128). "auto" picks cuDNN where it applies, else XLA.
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+def attention_implementation(name: str, dtype: Dtype, head_dim: int) -> str:
+    """The implementation `name` ("auto", "xla", "cudnn") resolves to here."""
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"Unknown attention {name!r}; use one of {ATTENTION_IMPLEMENTATIONS}.")
+    if name != "auto":
+        return name
+    fits = jnp.dtype(dtype).itemsize == 2 and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if fits and jax.default_backend() == "gpu" else "xla"
+
+
+def attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array | None,
+    implementation: str = "auto",
+) -> jax.Array:
+    """Softmax attention of q [B, T, H, D] over k, v [B, S, H, D]; `mask` [B or 1, 1 or H,
+    T, S] True where a query may look. Logits are accumulated and normalised in float32
+    whatever the activation dtype; with XLA a query with no key left attends uniformly
+    (a softmax over equal logits), so padded rows stay finite."""
+    impl = attention_implementation(implementation, q.dtype, q.shape[-1])
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+
+
+def _checkpoint_name(x: jax.Array, name: str) -> jax.Array:
+    """Tags `x` for `remat="names:..."` policies (REMAT_POLICIES); a no-op otherwise."""
+    return checkpoint_name(x, name)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention; softmax in float32."""
+    """Multi-head self-attention through `attend` (fused where available)."""
 
     num_heads: int
     dtype: Dtype = jnp.float32
+    implementation: str = "auto"  # ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -105,13 +143,11 @@ class Attention(nn.Module):
         qkv = DenseND(
             (3, self.num_heads, head_dim), ("embed",), (None, "heads", "kv"), self.dtype, name="qkv"
         )(x)
+        qkv = _checkpoint_name(qkv, "qkv")
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(out)
+        out = _checkpoint_name(attend(q, k, v, mask, self.implementation), "context")
+        out = DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(out)
+        return _checkpoint_name(out, "attn_out")
 
 
 class MlpBlock(nn.Module):
@@ -131,14 +167,15 @@ class MlpBlock(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("mlp",)),
             name="fc1",
         )(x)
-        h = ACTIVATIONS[self.act](h)
-        return nn.Dense(
+        h = ACTIVATIONS[self.act](_checkpoint_name(h, "mlp_hidden"))
+        out = nn.Dense(
             width,
             dtype=self.dtype,
             kernel_init=dense_init(("mlp", "embed")),
             bias_init=nn.with_logical_partitioning(nn.initializers.normal(1e-6), ("embed",)),
             name="fc2",
         )(h)
+        return _checkpoint_name(out, "mlp_out")
 
 
 class EncoderBlock(nn.Module):
@@ -148,18 +185,23 @@ class EncoderBlock(nn.Module):
     mlp_dim: int
     act: str = "gelu"
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, None]:
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         y = layer_norm(self.dtype, "ln1")(x).astype(self.dtype)
-        x = x + Attention(self.num_heads, self.dtype, name="attn")(y, mask)
+        x = x + Attention(self.num_heads, self.dtype, self.attention, name="attn")(y, mask)
         y = layer_norm(self.dtype, "ln2")(x).astype(self.dtype)
         x = x + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
         return x, None
 
 
 # Activation checkpointing per block: what the backward pass may keep rather than recompute.
+# "names:a,b" keeps only the values tagged with those names inside a block: "qkv" (the
+# q/k/v projection), "context" (attention output before its projection), "attn_out",
+# "mlp_hidden" (fc1 output before the activation), "mlp_out".
+CHECKPOINT_NAMES = ("qkv", "context", "attn_out", "mlp_hidden", "mlp_out")
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,  # keep everything (no recomputation)
     "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
@@ -170,7 +212,11 @@ REMAT_POLICIES: dict[str, Any] = {
 def remat_policy(name: str) -> Any:
     """A policy by name: "none", "full", "dots", or "names:a,b" (keep the named values)."""
     if name.startswith("names:"):
-        return jax.checkpoint_policies.save_only_these_names(*name[len("names:") :].split(","))
+        names = name[len("names:") :].split(",")
+        unknown = sorted(set(names) - set(CHECKPOINT_NAMES))
+        if unknown:
+            raise ValueError(f"remat {name!r}: unknown names {unknown}; known {CHECKPOINT_NAMES}.")
+        return jax.checkpoint_policies.save_only_these_names(*names)
     if name not in REMAT_POLICIES:
         known = ", ".join([*REMAT_POLICIES, "names:a,b"])
         raise ValueError(f"Unknown remat policy {name!r}; known: {known}.")
@@ -182,7 +228,7 @@ class Encoder(nn.Module):
 
     Scanning keeps compile time flat in depth (seconds for a 24-layer model on CPU);
     parameters are stacked along a leading `layers` axis. `remat` names a policy of
-    `REMAT_POLICIES`.
+    `REMAT_POLICIES`; `attention` one of `ATTENTION_IMPLEMENTATIONS`.
     """
 
     depth: int
@@ -191,6 +237,7 @@ class Encoder(nn.Module):
     act: str = "gelu"
     dtype: Dtype = jnp.float32
     remat: str = "none"
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -205,7 +252,9 @@ class Encoder(nn.Module):
             length=self.depth,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
-        x, _ = stack(self.num_heads, self.mlp_dim, self.act, self.dtype, name="blocks")(x, mask)
+        x, _ = stack(
+            self.num_heads, self.mlp_dim, self.act, self.dtype, self.attention, name="blocks"
+        )(x, mask)
         return x
 
 
@@ -216,6 +265,7 @@ class MAPHead(nn.Module):
     mlp_dim: int
     act: str = "gelu"
     dtype: Dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -235,12 +285,9 @@ class MAPHead(nn.Module):
             (2, self.num_heads, head_dim), ("embed",), (None, "heads", "kv"), self.dtype, name="kv"
         )(x)
         k, v = kv[..., 0, :, :], kv[..., 1, :, :]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
-        if mask is not None:
-            logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        mask = None if mask is None else mask[:, None, None, :]
         out = DenseND((width,), ("heads", "kv"), ("embed",), self.dtype, name="out")(
-            jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+            attend(q, k, v, mask, self.attention)
         )
         y = layer_norm(self.dtype, "ln")(out).astype(self.dtype)
         out = out + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)

@@ -1,5 +1,6 @@
 """The training loop, top to bottom: mesh, model, data, state, step, then iterate."""
 
+import contextlib
 import json
 import logging
 
@@ -13,9 +14,19 @@ from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import modalities, pipeline
 from mmjax.metrics import MetricWriter, Progress
+from mmjax.parallel import agree, chips, sharding
 from mmjax.parallel import mesh as mesh_lib
-from mmjax.parallel import sharding
-from mmjax.train import guard, memory, preemption, step
+from mmjax.sweeps import flops
+from mmjax.train import (
+    compile_cache,
+    guard,
+    memory,
+    preemption,
+    prefetch,
+    profile,
+    step,
+    streamed,
+)
 
 MEMORY_HINT = (
     "Lower config.batch_size, raise config.accum_steps, set config.model.remat='full' or"
@@ -58,11 +69,57 @@ def compile_step(config, mesh, built: state.Built, objective: losses.Objective):
     return compiled
 
 
-def restore_or_init(ckpt: Checkpointer, config, built: state.Built, data_iter):
-    """(state, first step): the latest checkpoint with its data position, or a fresh start."""
+def counted_step_flops(config: ml_collections.ConfigDict, workdir: str) -> flops.StepFlops:
+    """`flops.step_flops`, kept in the workdir: tracing the model to count them takes
+    seconds that a restart (whose step comes from the compilation cache) can skip."""
+    fields = ("model", "objectives", "batch_size", "accum_steps")
+    key = json.dumps(
+        {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in fields},
+        sort_keys=True,
+        default=str,
+    )
+    path = storage.join(workdir, "step_flops.json")
+    try:
+        saved = json.loads(storage.read_text(path))
+        if saved["key"] == key:
+            return flops.StepFlops(saved["model"], saved["recompute"])
+    except (OSError, ValueError, KeyError):
+        pass
+    counted = flops.step_flops(config)
+    if jax.process_index() == 0:
+        record = {"key": key, "model": counted.model, "recompute": counted.recompute}
+        with contextlib.suppress(OSError):  # a read-only workdir: count again next time
+            storage.write_text(path, json.dumps(record))
+    return counted
+
+
+def throughput_accounting(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """`Progress` arguments for TFLOP/s and MFU: the step's FLOPs, counted once, and the
+    chip's peak for the activation dtype (None for an unknown chip: no MFU)."""
+    f = counted_step_flops(config, workdir)
+    device = jax.local_devices()[0]
+    peak = chips.peak_flops(device, config.model.dtype)
+    logging.info(
+        "Train step: %.4g model TFLOP (+%.4g recomputed) over the global batch; peak %s.",
+        f.model / 1e12,
+        f.recompute / 1e12,
+        f"{peak / 1e12:.0f} TFLOP/s per device" if peak else f"unknown for {device.device_kind}",
+    )
+    return dict(
+        step_flops=f.model, hardware_flops=f.hardware, peak=peak, device_kind=device.device_kind
+    )
+
+
+def restore_or_init(
+    ckpt: Checkpointer, config, built: state.Built, data_iter, batches_per_step: int = 1
+):
+    """(state, first step): the latest checkpoint with its data position, or a fresh start.
+
+    `batches_per_step`: data batches one step reads (micro-batches, streamed)."""
     restored = ckpt.restore_newest(built.abstract, data_iter)
     if restored is None:
-        return state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings), 0
+        fresh = state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings)
+        return state.init_from(config, built, fresh), 0
     start, train_state, data_restored = restored
     if not data_restored:
         logging.warning(
@@ -71,7 +128,7 @@ def restore_or_init(ckpt: Checkpointer, config, built: state.Built, data_iter):
             " and the step instead (exact for random-access sources).",
             start,
         )
-        pipeline.seek(data_iter, start)
+        pipeline.seek(data_iter, start * batches_per_step)
     return train_state, start
 
 
@@ -84,6 +141,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     mesh = mesh_lib.make_mesh(config.mesh)
     config_lib.check(config, jax.device_count(), jax.process_count())
     record = workdir_lib.prepare(workdir, config, overwrite)  # config.json: at commit()
+    compile_cache.enable(config.compile_cache_dir, workdir)
     logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
@@ -91,47 +149,73 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         log_param_counts(built.abstract)
         objective = losses.Objective(config.objectives, mesh)
 
-        data_iter = pipeline.train_iterator(config, jax.process_index(), jax.process_count())
-        compiled = compile_step(config, mesh, built, objective)
+        # Streamed accumulation (train/streamed.py) reads micro-batches, twice per step.
+        streaming = config.accum_streamed and config.accum_steps > 1
+        data_config = streamed.micro_config(config) if streaming else config
+        data_iter = pipeline.train_iterator(data_config, jax.process_index(), jax.process_count())
+        compiled = None if streaming else compile_step(config, mesh, built, objective)
 
         ckpt_dir = storage.join(workdir, "checkpoints")
         ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
-        train_state, start = restore_or_init(ckpt, config, built, data_iter)
+        per_step = config.accum_steps if streaming else 1
+        train_state, start = restore_or_init(ckpt, config, built, data_iter, per_step)
+        profile.log_device_memory("after initialisation")
 
         evaluators = evals.build_evaluators(evals.EvalContext(built.model, mesh, config))
         writer = MetricWriter(workdir)
-        progress = Progress(config.total_steps, config.batch_size, jax.device_count(), start)
+        progress = Progress(
+            config.total_steps,
+            config.batch_size,
+            jax.device_count(),
+            start,
+            **throughput_accounting(config, workdir),
+        )
+        profiler = profile.StepProfiler(config.profile, workdir)
         nonfinite = guard.NonFiniteGuard(config.max_nonfinite_in_a_row, ckpt.directory)
         watcher = preemption.PreemptionWatcher(config.preemption_check_every)
         last: dict[str, float] = {}
         end = min(config.stop_at_step or config.total_steps, config.total_steps)
         record.commit()  # the run has started: a failure before here leaves no record
         logging.info("Training from step %d to %d.", start, end)
+        # The next batches go to the devices while a step runs; its state is that of the
+        # batch last taken, so checkpoints of `run.data` resume exactly (train/prefetch.py).
+        if streaming:
+            run = streamed.runner(built, objective, config, mesh, data_iter)
+        else:
+            to_device = lambda b: sharding.global_batch(b, mesh)
+            batches = prefetch.prefetch(data_iter, to_device, config.data.device_prefetch)
+            run = prefetch.PrefetchedStep(compiled, batches)
+        # The first step's collectives start together: gloo (CPU) gives a process that
+        # arrives late only 30 s, and compilation and restores take uneven times.
+        agree.barrier("first_step")
         try:
             for i in range(start + 1, end + 1):
-                batch = sharding.global_batch(next(data_iter), mesh)
-                train_state, metrics = compiled(train_state, batch)
+                profiler.before(i)
+                train_state, metrics = run(train_state)
+                profiler.after(i, metrics)
                 nonfinite.check(i, metrics["skipped_in_a_row"], ckpt.latest_step())
-                progress.add(metrics)
+                progress.add(metrics, run.wait_s)
                 done = i == end
                 if i % config.log_every == 0 or done:
-                    last = {**progress.report(i), **pipeline.skip_counts(data_iter)}
+                    last = {**progress.report(i), **pipeline.skip_counts(run.data)}
                     logging.info(progress.line(i, last))
                     writer.write(i, last)
                 for e in evaluators:
                     if e.due(i, done):
                         with progress.paused():
-                            results = evals.prefixed(e.name, e.evaluator.run(train_state.params))
+                            results = e.run(train_state.params, state.ema_params(train_state))
                         logging.info("step %d | %s", i, json.dumps(results))
                         writer.write(i, results)
                         last.update(results)
                 stop = watcher.should_stop(i)
                 if i % config.ckpt_every == 0 or done or stop:
-                    ckpt.save(i, train_state, data_iter)
+                    ckpt.save(i, train_state, run.data)
                 if stop:
                     raise preemption.Preempted(i, stop)
             nonfinite.flush(ckpt.latest_step())
         finally:
+            profiler.close()
+            run.data.close()
             ckpt.close()  # waits for in-flight saves: exiting earlier would lose them
             watcher.close()  # only now: a SIGTERM during the wait must not kill the save
             writer.close()
