@@ -66,7 +66,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "config_file_missing": (
         [MAIN, f"--config={REPO}/configs/dmeo.py"],
-        ["dmeo.py' does not exist", "Did you mean 'demo.py'?"],
+        ["dmeo.py' does not exist", "Did you mean 'demo.py'"],
     ),
     "config_file_fails": (
         [MAIN, "--config={tmp}/broken.py"],
@@ -193,6 +193,42 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ],
         ["config.distributed.process_id: must be in [0, 1]"],
     ),
+    "param_dtype_unknown": (
+        [MAIN, DEMO, "--config.model.param_dtype=float33"],
+        ["config.model.param_dtype: unknown dtype 'float33'", "bfloat16"],
+    ),
+    "attention_unknown": (
+        [MAIN, DEMO, "--config.model.attention=flash"],
+        ["config.model.attention: unknown attention 'flash'", "cudnn"],
+    ),
+    "freeze_not_a_regex": (
+        [MAIN, DEMO, "--config.optim.freeze=('[unclosed',)"],
+        ["config.optim.freeze[0]: '[unclosed' is not a regex"],
+    ),
+    "lr_mults_not_pairs": (
+        [MAIN, DEMO, "--config.optim.lr_mults=('image',)"],
+        ["config.optim.lr_mults[0]: 'image' is not a (regex, multiplier) pair"],
+    ),
+    "layer_decay_unknown_tower": (
+        [MAIN, DEMO, "--config.optim.layer_decay=0.5", "--config.optim.layer_decay_towers=audio"],
+        ["config.optim.layer_decay_towers: unknown tower 'audio'"],
+    ),
+    "ema_decay_above_one": (
+        [MAIN, DEMO, "--config.ema.decay=1.5"],
+        ["config.ema.decay: must be in [0, 1)"],
+    ),
+    "eval_weights_without_ema": (
+        [MAIN, DEMO, "--config.evals.zeroshot.weights=ema"],
+        ["config.evals.zeroshot.weights: 'ema' needs an EMA: set config.ema.decay"],
+    ),
+    "token_drop_out_of_range": (
+        [MAIN, DEMO, "--config.model.towers.image.token_drop=1.5"],
+        ["config.model.towers.image.token_drop: must be in [0, 1)"],
+    ),
+    "worker_processes_negative": (
+        [MAIN, DEMO, "--config.data.worker_processes=-1"],
+        ["config.data.worker_processes: must be >= 0"],
+    ),
     # ---------------------------------------------------------------- paths and data
     "wds_path_matches_nothing": (
         [
@@ -214,6 +250,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "arrayrecord_unreadable": (
         [MAIN, DEMO, "--config.data.source=arrayrecord", "--config.data.path={tmp}/ar"],
         ["config.data.path", "does not open as an ArrayRecord file"],
+    ),
+    "init_workdir_missing": (
+        [MAIN, DEMO, "--config.init.workdir={tmp}/nothing_here"],
+        ["config.init.workdir:", "holds no checkpoints folder"],
     ),
     "workdir_unwritable": (
         [MAIN, DEMO, "--workdir={tmp}/a_file/run"],
@@ -270,6 +310,18 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["--variants: unknown loss 'sigmoidd'", "Did you mean 'sigmoid'"],
     ),
     "bench_data_threads": ([tool("bench_data.py"), "--threads=two"], ["--threads=two"]),
+    "bench_step_set_without_value": (
+        [tool("bench_step.py"), f"--config={REPO}/configs/demo.py", "--set", "batch_size"],
+        ["--set batch_size: give key=value"],
+    ),
+    "bench_step_bad_config": (
+        [tool("bench_step.py"), f"--config={REPO}/configs/demo.py", "--set", "batch_size=100"],
+        ["config.batch_size: 100 is not divisible by the 8 devices"],
+    ),
+    "bench_patch_dropout_ratios": (
+        [tool("bench_patch_dropout.py"), "--ratios=half"],
+        ["--ratios=half: give numbers"],
+    ),
 }
 # absl tools (the open_clip converter, the checkpoint upgrade) define flags of the same
 # names as mmjax.main's: their own process.
