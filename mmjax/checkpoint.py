@@ -2,12 +2,25 @@
 
 Saves are asynchronous: `save` returns once the arrays are copied off the devices, and
 the write goes on in the background. A step is written as `N.orbax-checkpoint-tmp` and
-renamed to `N` only when complete, so an interrupted save is never restored.
+renamed to `N` only when complete (on gs://, written in place and committed by
+`N/commit_success.txt`), so an interrupted save is never restored.
+
+Each step also holds `mmjax_checksums.json`: the size and checksum of every file (CRC-32
+of the content; on gs:// the CRC32C that GCS keeps, so nothing is read back), written by
+process 0 just before the step is committed. Orbax notices a damaged manifest or metadata
+file, but a bit flipped in array data restores silently as a different number; the
+checksums catch it, and a truncated or missing file, before anything is restored. A step that is
+damaged, or that does not fit the model, is skipped with a warning naming the step and
+the file, and the next older one is restored.
+
+In a multi-process run the processes agree on every decision (`parallel/agree.py`):
+which steps exist, whether a step is intact (each process checks its share of the
+files), whether it restored, whether its data state restores.
 """
 
-import glob
+import json
 import logging
-import os
+import time
 from typing import Any
 
 import grain
@@ -15,9 +28,105 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax import storage
+from mmjax.parallel import agree
+
+CHECKSUMS = "mmjax_checksums.json"
+# Files of the step itself that Orbax writes or rewrites when it commits, after the
+# checksums: its metadata (commit time) and, on gs://, the commit marker.
+COMMITTED_LATER = ("_CHECKPOINT_METADATA", "commit_success.txt")
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's in-progress suffix on filesystems with rename
+COMMIT_FILE = "commit_success.txt"  # Orbax's commit marker on gs://
+# A process that failed to restore a step waits this long for the others' verdict; a
+# process that restored waits in Orbax's barrier meanwhile, so the wait ends either way.
+VERDICT_TIMEOUT_S = 300.0
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"params.image.cls": shape} for a state or an Orbax metadata tree alike."""
+
+    def name(entry: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {".".join(map(name, path)): tuple(x.shape) for path, x in leaves if hasattr(x, "shape")}
+
+
+def misfit(step_dir: str, abstract_state: Any, limit: int = 3) -> list[str]:
+    """What in a checkpoint's "state" does not fit `abstract_state`: arrays of another
+    shape, or missing (another model, another optimizer). [] if it all fits."""
+    from etils import epath
+
+    try:
+        saved = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / "state")
+    except Exception as error:
+        return [f"state/_METADATA: unreadable ({type(error).__name__}: {str(error)[:200]})"]
+    have, want = _flat_shapes(saved), _flat_shapes(abstract_state)
+    order = lambda keys: sorted(keys, key=lambda k: (not k.startswith("params."), k))
+    problems = [
+        f"state {k}: shape {have[k]} in the checkpoint, {want[k]} in this run"
+        for k in order(set(have) & set(want))
+        if have[k] != want[k]
+    ]
+    problems += [f"state {k}: not in the checkpoint" for k in order(set(want) - set(have))]
+    return problems[:limit]
+
+
+def write_checksums(step_dir: str) -> None:
+    """Records the size and checksum of every file below `step_dir` (on gs://, the
+    CRC32C GCS keeps of each object: nothing is read back)."""
+    sizes = storage.files_under(step_dir)
+    for name in (CHECKSUMS, *COMMITTED_LATER):
+        sizes.pop(name, None)
+    sums = storage.checksums_under(step_dir, set(sizes))
+    files = {name: {"size": size, "checksum": sums[name]} for name, size in sorted(sizes.items())}
+    storage.write_text(storage.join(step_dir, CHECKSUMS), json.dumps({"files": files}))
+
+
+def check_files(step_dir: str, share: int = 0, shares: int = 1) -> list[str]:
+    """Problems ("state/d/1a2b: truncated ...") with this process's share of the files
+    recorded in `step_dir`'s checksums; [] when intact or when it has no checksums."""
+    path = storage.join(step_dir, CHECKSUMS)
+    if not storage.exists(path):
+        return []
+    try:
+        recorded = json.loads(storage.read_text(path))["files"]
+    except (ValueError, KeyError) as error:
+        return [f"{CHECKSUMS}: unreadable ({error})"]
+    present = storage.files_under(step_dir)
+    problems, same_size = [], set()
+    for name in sorted(recorded)[share::shares]:
+        size = recorded[name]["size"]
+        if name not in present:
+            problems.append(f"{name}: missing")
+        elif present[name] != size:
+            what = "truncated" if present[name] < size else "size changed"
+            problems.append(f"{name}: {what} ({present[name]} bytes, {size} when written)")
+        else:
+            same_size.add(name)
+    sums = storage.checksums_under(step_dir, same_size)
+    for name in sorted(same_size):
+        want = recorded[name]["checksum"]
+        if sums[name] != want:
+            algorithm = want.split(":")[0].upper()
+            problems.append(f"{name}: content differs from when it was written ({algorithm})")
+    return problems
+
 
 class CheckpointError(RuntimeError):
     """Checkpoints exist but none can be restored into the current run."""
+
+
+# The two-tower model (mmjax before multi-tower models) kept its projections at the top of
+# the parameter tree; the multi-tower tree has only modalities and "objectives" there.
+TWO_TOWER_KEYS = ("image_proj", "text_proj")
+UPGRADE_HINT = (
+    "written by mmjax before multi-tower models: run python tools/upgrade_checkpoint.py"
+    " --workdir={workdir} to rewrite its checkpoints and config.json in the new layout"
+)
 
 
 class Checkpointer:
@@ -34,18 +143,26 @@ class Checkpointer:
         """`read_only` for readers (standalone evaluation, conversion) of a directory that a
         training run may be saving into: they must not clean up its in-flight save."""
         self.every = every
-        directory = directory if "://" in directory else os.path.abspath(directory)
-        self.directory = directory
+        self.read_only = read_only
+        self.directory = directory = storage.absolute(directory)
+        self._async = async_save
+        self._saving: int | None = None  # the step whose asynchronous save is in flight
+        # Orbax's first collective follows: every process must be here (gloo's context
+        # set-up gives a late process only 30 s).
+        agree.barrier("checkpointer", timeout_s=3600.0)
         if read_only:
             options = ocp.CheckpointManagerOptions(read_only=True, create=False)
         else:
-            for leftover in sorted(glob.glob(os.path.join(directory, "*.orbax-checkpoint-tmp*"))):
+            for leftover in incomplete_saves(directory):
                 logging.warning("Ignoring incomplete checkpoint %s (interrupted save).", leftover)
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
                 enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True,
                 create=True,
+                async_options=ocp.AsyncOptions(post_finalization_callback=self._before_commit)
+                if async_save
+                else None,
             )
         self.manager = ocp.CheckpointManager(directory, options=options)
 
@@ -57,6 +174,8 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_iter: grain.DatasetIterator) -> None:
         """Saves `state` and the iterator position after `step` steps."""
+        self.manager.wait_until_finished()  # Orbax waits anyway; then _saving is ours
+        self._saving = step
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -65,6 +184,19 @@ class Checkpointer:
             ),
             force=True,
         )
+        if not self._async and jax.process_index() == 0:
+            write_checksums(storage.join(self.directory, str(step)))
+
+    def _before_commit(self) -> None:
+        """On process 0, once every process has written the step and before Orbax
+        commits it: the checksums become part of the committed step."""
+        step = self._saving
+        names = [n for n in storage.listdir(self.directory) if n.startswith(f"{step}{TMP_SUFFIX}")]
+        step_dir = storage.join(self.directory, max(names) if names else str(step))
+        try:
+            write_checksums(step_dir)
+        except Exception as error:  # the step stays restorable, just unverified
+            logging.warning("No checksums for checkpoint %s: %s", step, error)
 
     def maybe_save(self, step: int, state: Any, data_iter: grain.DatasetIterator) -> None:
         if step % self.every == 0:
@@ -77,7 +209,25 @@ class Checkpointer:
         has none for us, and the caller must derive the data position otherwise.
         """
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-        return os.path.exists(os.path.join(self.directory, str(step), "data", name))
+        return storage.exists(storage.join(self.directory, str(step), "data", name))
+
+    def check(self, step: int) -> list[str]:
+        """Problems with `step`'s files (this process's share of them); [] if intact."""
+        step_dir = storage.join(self.directory, str(step))
+        return check_files(step_dir, jax.process_index(), jax.process_count())
+
+    def _agreed_data_state(self, step: int, data_iter: Any) -> bool:
+        """Whether every process restores its data state (all do, or none does)."""
+        have = agree.allgather("ckpt_data", data_iter is not None and self.has_data_state(step))
+        if any(have) and not all(have):
+            missing = [i for i, h in enumerate(have) if not h]
+            logging.warning(
+                "Checkpoint %d has no data state for processes %s: every process derives"
+                " its data position from the step instead.",
+                step,
+                missing,
+            )
+        return all(have)
 
     def restore(
         self, step: int, abstract_state: Any, data_iter: grain.DatasetIterator | None
@@ -90,7 +240,7 @@ class Checkpointer:
         (state, whether the data iterator was restored).
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        with_data = data_iter is not None and self.has_data_state(step)
+        with_data = self._agreed_data_state(step, data_iter)
         if with_data:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -108,35 +258,119 @@ class Checkpointer:
             args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         else:
             args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(item=target, restore_args=args, partial_restore=True)
-            ),
-        )
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=target, restore_args=args, partial_restore=True
+                    )
+                ),
+            )
+        except Exception as error:
+            if self.is_two_tower(step):
+                raise CheckpointError(f"Checkpoint {step} was {self._upgrade_hint()}.") from error
+            raise
         return restored["state"]["params"]
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Renames skipped steps to `N.damaged` (kept for a post-mortem, ignored by Orbax),
+        so that the resumed run can save step N again."""
+        if self.read_only:
+            return
+        if jax.process_index() == 0:
+            for step in steps:
+                target = storage.join(
+                    self.directory, f"{step}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                )
+                storage.rename(storage.join(self.directory, str(step)), target)
+                logging.warning("Moved checkpoint %d aside to %s.", step, target)
+        agree.barrier("ckpt_set_aside")
+        self.manager.reload()
+
+    def _agreed_steps(self) -> list[int]:
+        """The steps every process sees, newest first; fails when they see none in common."""
+        views = agree.allgather("ckpt_steps", self.all_steps())
+        common = sorted(set.intersection(*map(set, views)), reverse=True)
+        if any(v != views[0] for v in views):
+            shown = "; ".join(f"process {i}: {v}" for i, v in enumerate(views))
+            if not common and any(views):
+                raise CheckpointError(
+                    f"The processes see different checkpoints in {self.directory} and none"
+                    f" in common ({shown}). Is the workdir on storage every host shares?"
+                )
+            logging.warning(
+                "The processes see different checkpoints (%s); using %s.", shown, common
+            )
+        return common
+
+    def is_two_tower(self, step: int) -> bool:
+        """Whether `step` holds the parameters of the two-tower model (mmjax before
+        multi-tower models), read from the saved tree's metadata alone."""
+        try:
+            params = self.manager.item_metadata(step)["state"].tree["params"]
+        except Exception:  # no metadata to read: not recognisably the old layout
+            return False
+        return all(k in params for k in TWO_TOWER_KEYS)
+
+    def _upgrade_hint(self) -> str:
+        workdir = storage.parent(self.directory)
+        return UPGRADE_HINT.format(workdir=workdir)
 
     def restore_newest(
         self, abstract_state: Any, data_iter: grain.DatasetIterator | None
     ) -> tuple[int, Any, bool] | None:
         """(step, state, data restored) from the newest checkpoint that restores, or None.
 
-        A checkpoint that fails to restore (e.g. one whose deletion by `max_to_keep` was
-        cut short by a kill) is skipped with a warning, and the next older one is tried.
+        A damaged checkpoint (a file missing, truncated or changed since it was written,
+        or a deletion by `max_to_keep` cut short by a kill) or one that does not fit this
+        run is skipped with a warning naming the step and the problem, and the next older
+        one is tried. All processes take the same decision at every step.
         """
-        steps = sorted(self.manager.all_steps(), reverse=True)
-        errors = []
+        steps = self._agreed_steps()
+        skipped: list[str] = []
         for step in steps:
+            problems = agree.allgather("ckpt_check", self.check(step))
+            found = [(i, p) for i, ps in enumerate(problems) for p in ps]
+            if found:
+                for i, p in found:
+                    where = f" (found by process {i})" if jax.process_count() > 1 else ""
+                    logging.warning("Skipping damaged checkpoint %d: %s%s", step, p, where)
+                skipped.append(f"{step} ({found[0][1]})")
+                continue
             try:
-                return step, *self.restore(step, abstract_state, data_iter)
-            except Exception as error:  # any unreadable checkpoint: try the next older one
-                logging.warning("Skipping unreadable checkpoint %d: %s", step, error)
-                errors.append(str(error))
+                restored, error = self.restore(step, abstract_state, data_iter), None
+            except Exception as e:  # unreadable, or another model's: try the next older one
+                restored, error = None, f"{type(e).__name__}: {e}"
+            errors = agree.allgather("ckpt_restore", error, timeout_s=VERDICT_TIMEOUT_S)
+            if not any(errors):
+                if skipped:
+                    logging.warning(
+                        "Resumed from checkpoint %d: the newer ones did not restore: %s.",
+                        step,
+                        "; ".join(skipped),
+                    )
+                    self._set_aside([s for s in steps if s > step])
+                return step, *restored
+            if not all(errors):
+                shown = "; ".join(f"process {i}: {e or 'restored'}" for i, e in enumerate(errors))
+                raise CheckpointError(
+                    f"Checkpoint {step} restored on some processes only ({shown[:2000]})."
+                )
+            why = misfit(storage.join(self.directory, str(step)), abstract_state)
+            why = [*why[:-1], why[-1] + " (another model?)"] if why else [errors[0][:1000]]
+            logging.warning("Skipping unreadable checkpoint %d: %s", step, "; ".join(why))
+            skipped.append(f"{step} ({why[0][:300]})")
+        if steps and self.is_two_tower(steps[0]):
+            raise CheckpointError(
+                f"The checkpoints in {self.directory} (steps {steps}) were"
+                f" {self._upgrade_hint()}; then start this run again."
+            )
         if steps:  # never start from scratch silently on top of a run's checkpoints
             raise CheckpointError(
                 f"None of the checkpoints in {self.directory} (steps {steps}) restores into"
                 " this run. Does the config match the one they were written with (model,"
-                f" optimizer)? Newest error: {errors[0][:500]}"
+                f" optimizer)? {'; '.join(skipped)[:1500]}"
             )
         return None
 
@@ -144,3 +378,27 @@ class Checkpointer:
         """Waits for in-flight saves: exiting before this loses them."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def incomplete_saves(directory: str) -> list[str]:
+    """Interrupted saves in `directory`: Orbax's temporary folders, and on gs:// step
+    folders without their commit file. Orbax ignores them and cleans them up."""
+    names = storage.listdir(directory)
+    found = [n for n in names if TMP_SUFFIX in n]
+    if storage.protocol(directory) == "gs":
+        found += [
+            n
+            for n in names
+            if n.isdigit() and not storage.exists(storage.join(directory, n, COMMIT_FILE))
+        ]
+    return [storage.join(directory, n) for n in sorted(found)]
+
+
+def finished_steps(directory: str) -> list[int]:
+    """Committed steps in `directory`, without opening an Orbax manager (for tools)."""
+    incomplete = set(incomplete_saves(directory))
+    return sorted(
+        int(n)
+        for n in storage.listdir(directory)
+        if n.isdigit() and storage.join(directory, n) not in incomplete
+    )

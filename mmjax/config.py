@@ -263,6 +263,7 @@ def base() -> ml_collections.ConfigDict:
     c.data.synthetic = ml_collections.ConfigDict()
     c.data.synthetic.num_train = 10_000_000
     c.data.synthetic.num_eval = 1000
+    c.data.synthetic.captions = 0  # >0: records carry that many captions ("captions")
 
     # Evaluators by name: `type` picks the code (evals/registry.py), `every` the period.
     c.evals = ml_collections.ConfigDict()

@@ -19,10 +19,11 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from mmjax import checkpoint
+from mmjax import checkpoint, storage
 from mmjax import config as config_lib
 from mmjax import workdir as workdir_lib
 from mmjax.evals import standalone
+from mmjax.parallel import agree
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.train import guard, loop, memory, preemption
 
@@ -38,6 +39,7 @@ _OVERWRITE = flags.DEFINE_bool(
 
 # Failures with a message that says what to do: printed without a traceback.
 ACTIONABLE = (
+    agree.ProcessFailedError,
     checkpoint.CheckpointError,
     config_lib.ConfigError,
     workdir_lib.WorkdirConfigError,
@@ -52,7 +54,7 @@ def default_workdir(config_flag: str) -> str:
     name = os.path.splitext(os.path.basename(path))[0]
     if arg:
         name += "_" + "".join(c if c.isalnum() else "_" for c in arg)
-    return os.path.join("workdirs", name)
+    return storage.join("workdirs", name)
 
 
 class _QuietLibraries(logging.Filter):
@@ -60,6 +62,15 @@ class _QuietLibraries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or f"{os.sep}mmjax{os.sep}" in record.pathname
+
+
+def _fail() -> None:
+    """An unexpected error: its traceback, and in a multi-process run an exit that does
+    not wait for the other processes (see agree.exit_now)."""
+    if jax.process_count() == 1:
+        raise  # the exception the caller is handling
+    logging.exception("Failed:")
+    agree.exit_now(1)
 
 
 def main(argv: list[str]) -> None:
@@ -71,26 +82,43 @@ def main(argv: list[str]) -> None:
     workdir = _WORKDIR.value or default_workdir(
         config_flags.get_config_filename(flags.FLAGS["config"])
     )
-    logging.info("Workdir: %s", os.path.abspath(workdir))
+    logging.info("Workdir: %s", storage.absolute(workdir))
+    # A failure in one process stops the others with its message, never leaves them hung.
+    watch = agree.FailureWatch(ignore=(preemption.Preempted,))
     if _MODE.value == "eval":
         try:
-            standalone.evaluate(config, workdir, _STEP.value)
-        except standalone.NoCheckpointError as error:
+            with watch:
+                standalone.evaluate(config, workdir, _STEP.value)
+        except (standalone.NoCheckpointError, *ACTIONABLE) as error:
             logging.error("%s", error)
-            sys.exit(1)
+            agree.exit_now(1)
+        except Exception:
+            _fail()
         return
     try:
-        results = loop.train(config, workdir, _OVERWRITE.value)
+        with watch:
+            results = loop.train(config, workdir, _OVERWRITE.value)
     except preemption.Preempted as stop:
         logging.warning("%s", stop)
         sys.exit(preemption.PREEMPTED_EXIT_CODE)
     except ACTIONABLE as error:
         logging.error("%s", error)
-        sys.exit(1)
-    if "zeroshot/top1" in results and jax.process_index() == 0:
+        agree.exit_now(1)
+    except Exception:
+        _fail()
+    if jax.process_index() == 0:
+        print_summary(results, workdir)
+
+
+def print_summary(results: dict[str, float], workdir: str) -> None:
+    """The last zero-shot results of each zero-shot evaluator, one line each."""
+    for key in (k for k in results if k.endswith("/top1") and k.startswith("zeroshot")):
+        name = key[: -len("/top1")]
+        what = name.removeprefix("zeroshot").lstrip("_")
         print(
-            f"Zero-shot top-1 on the held-out split: {100 * results['zeroshot/top1']:.1f}%"
-            f" (top-5 {100 * results['zeroshot/top5']:.1f}%). Workdir: {workdir}",
+            f"Zero-shot top-1 on the held-out split{f' ({what})' if what else ''}:"
+            f" {100 * results[key]:.1f}%"
+            f" (top-5 {100 * results[name + '/top5']:.1f}%). Workdir: {workdir}",
             flush=True,
         )
 

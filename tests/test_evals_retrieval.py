@@ -61,8 +61,8 @@ def test_recalls_equal_brute_force_reference_with_ties(seed, n_images):
     assert ties == n_images  # every image ranks some captions equal
 
     recalls = Recalls(make_mesh(tiny_config().mesh), KS, batch_size=24)
-    i2t = recalls(image, np.arange(n_images), text, owner, "i2t")
-    t2i = recalls(text, owner, image, np.arange(n_images), "t2i")
+    i2t = recalls({"emb": image}, np.arange(n_images), {"emb": text}, owner, "i2t")
+    t2i = recalls({"emb": text}, owner, {"emb": image}, np.arange(n_images), "t2i")
     want_i2t, want_t2i = reference_recalls(image, text, owner, KS)
     np.testing.assert_array_equal(i2t, want_i2t)
     np.testing.assert_array_equal(t2i, want_t2i)
@@ -79,9 +79,46 @@ def test_tied_gallery_items_go_to_the_earlier_one():
     text = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)  # 0 and 1 tie
     owner = np.array([1, 0, 1])  # caption 0 belongs to image 1, caption 1 to image 0
     recalls = Recalls(make_mesh(tiny_config().mesh), (1, 2), batch_size=8)
-    i2t = recalls(image, np.arange(2), text, owner, "i2t")
+    i2t = recalls({"emb": image}, np.arange(2), {"emb": text}, owner, "i2t")
     # Image 0 ranks captions 0 and 1 equal: caption 0 (image 1's) is retrieved first.
     np.testing.assert_array_equal(i2t, [0.5, 1.0])
+
+
+def test_token_wise_recalls_equal_a_brute_force_late_interaction():
+    """FILIP's similarity (mean over a query's real tokens of its best match among the
+    item's real tokens), counted by brute force in float64, padding tokens masked."""
+    rng = np.random.default_rng(3)
+    n_images, n_tokens, d = 20, 5, 6
+    owner = np.repeat(np.arange(n_images), 2)
+    image = rng.normal(size=(n_images, n_tokens, d)).astype(np.float32)
+    text = image[owner][:, :4] + 0.8 * rng.normal(size=(len(owner), 4, d)).astype(np.float32)
+    image_mask = rng.random((n_images, n_tokens)) < 0.8
+    image_mask[:, 0] = True
+    text_mask = rng.random((len(owner), 4)) < 0.7
+    text_mask[:, 0] = True
+
+    def late(q, qm, g, gm):  # [q, g] in float64
+        s = np.einsum("qad,gbd->qgab", q.astype(np.float64), g.astype(np.float64))
+        best = np.where(gm[None, :, None, :], s, -np.inf).max(-1)
+        return (best * qm[:, None, :]).sum(-1) / qm.sum(-1)[:, None]
+
+    def brute(scores, q_owner, g_owner):
+        hits = np.zeros(2)
+        for i, row in enumerate(scores):
+            order = np.argsort(-row, kind="stable")
+            hits += [np.any(g_owner[order[:k]] == q_owner[i]) for k in (1, 3)]
+        return hits / len(scores)
+
+    recalls = Recalls(make_mesh(tiny_config().mesh), (1, 3), batch_size=8, similarity="tokens")
+    images = {"emb": image, "emb_mask": image_mask}
+    texts = {"emb": text, "emb_mask": text_mask}
+    i2t = recalls(images, np.arange(n_images), texts, owner, "i2t")
+    t2i = recalls(texts, owner, images, np.arange(n_images), "t2i")
+    want_i2t = brute(late(image, image_mask, text, text_mask), np.arange(n_images), owner)
+    want_t2i = brute(late(text, text_mask, image, image_mask), owner, np.arange(n_images))
+    np.testing.assert_allclose(i2t, want_i2t)
+    np.testing.assert_allclose(t2i, want_t2i)
+    assert 0 < want_i2t[0] < 1 and 0 < want_t2i[0] < 1
 
 
 def test_synthetic_captions_describe_their_image_deterministically():

@@ -73,6 +73,25 @@ def test_causal_eot_pooling_ignores_tokens_after_eot():
     assert not np.allclose(_text_features(True, "eot", a), _text_features(True, "eot", c))
 
 
+def test_causal_text_attends_to_a_real_token_with_the_padding_id():
+    """As open_clip: the causal tower masks by position only, so an id-0 token inside the
+    caption (CLIP BPE's "!") is seen, while the id-0 padding after the end token is not."""
+    c = tiny_config()
+    model = models.build_model(c.model, c.objectives)
+    params = _tiny_params()
+    moved = jax.tree_util.tree_map_with_path(
+        lambda p, x: (
+            jnp.asarray(x).at[0].add(1.0) if "token_embed" in jax.tree_util.keystr(p) else x
+        ),
+        params,
+    )
+    inside = jnp.asarray([[126, 0, 9, 127, 0, 0, 0, 0, 0, 0, 0, 0]])
+    after = jnp.asarray([[126, 5, 9, 127, 0, 0, 0, 0, 0, 0, 0, 0]])
+    embed = jax.jit(lambda p, t: model.apply(p, "text", t, method="embed"))
+    assert not np.allclose(embed(params, inside), embed(moved, inside))
+    np.testing.assert_allclose(embed(params, after), embed(moved, after), rtol=1e-6)
+
+
 def test_bidirectional_last_pooling_masks_padding_but_sees_all_text():
     a = np.array([[126, 5, 9, 127, 0, 0, 0, 0, 0, 0, 0, 0]])
     longer = np.array([[126, 5, 9, 11, 127, 0, 0, 0, 0, 0, 0, 0]])

@@ -157,3 +157,17 @@ def test_checkpoints_that_do_not_fit_the_config_fail_loudly(tmp_path):
     other_model = tiny_config(total_steps=2, **{"model.embed_dim": 24})
     with pytest.raises(CheckpointError, match=r"None of the checkpoints .* restores"):
         loop.train(other_model, str(tmp_path), overwrite=True)
+
+
+def test_a_start_that_fails_before_training_never_needs_overwrite(tmp_path):
+    config = [f"--config={REPO}/configs/demo.py:steps=2,batch=16", *DEMO]
+    # A typo in a config value that only fails once the step is being built.
+    loss = "--config.objectives.image_text.loss"
+    out = run_cli([*config, f"{loss}=sigmoidd"], tmp_path, devices=2, expect=1).stderr
+    assert "sigmoidd" in out
+    workdir = tmp_path / "workdirs" / "demo_steps_2_batch_16"  # the default workdir
+    assert not (workdir / "config.json").exists()
+    out = run_cli([*config, f"{loss}=sigmoid"], tmp_path, devices=2).stderr
+    assert "Training from step 0 to 2" in out
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["objectives"]["image_text"]["loss"] == "sigmoid"

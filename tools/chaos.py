@@ -20,11 +20,14 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from mmjax import checkpoint, storage
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
-def command(args: argparse.Namespace, workdir: pathlib.Path) -> list[str]:
+def command(args: argparse.Namespace, workdir: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -47,26 +50,22 @@ def env(devices: int) -> dict[str, str]:
     )
 
 
-def logged_steps(workdir: pathlib.Path) -> list[int]:
+def logged_steps(workdir: str) -> list[int]:
     """Steps written to metrics.jsonl so far, by every start of the run, in order."""
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()]
+    return [
+        json.loads(x)["step"] for x in storage.iter_lines(storage.join(workdir, "metrics.jsonl"))
+    ]
 
 
-def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
-    ckpts = workdir / "checkpoints"
-    return (
-        sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.exists() else []
-    )
+def checkpoint_steps(workdir: str) -> list[int]:
+    return checkpoint.finished_steps(storage.join(workdir, "checkpoints"))
 
 
-def run_to_end(args, workdir: pathlib.Path) -> None:
+def run_to_end(args, workdir: str) -> None:
     subprocess.run(command(args, workdir), env=env(args.devices), check=True, capture_output=True)
 
 
-def chaos_run(args, workdir: pathlib.Path, rng: random.Random) -> list[dict]:
+def chaos_run(args, workdir: str, rng: random.Random) -> list[dict]:
     """Kills and restarts until `args.kills` kills are done, then runs to the end."""
     rows = []
     while len(rows) < args.kills:
@@ -108,7 +107,7 @@ def chaos_run(args, workdir: pathlib.Path, rng: random.Random) -> list[dict]:
     return rows
 
 
-def final_params(workdir: pathlib.Path, steps: int, args):
+def final_params(workdir: str, steps: int, args):
     """The parameters saved at `steps`, as numpy, restored on one CPU device."""
     import jax
 
@@ -119,7 +118,7 @@ def final_params(workdir: pathlib.Path, steps: int, args):
     config = config_lib.load_config(f"{REPO}/configs/demo.py:steps={args.steps},batch={args.batch}")
     mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
     abstract = state_lib.build(config, mesh).abstract
-    ckpt = Checkpointer(str(workdir / "checkpoints"), read_only=True)
+    ckpt = Checkpointer(storage.join(workdir, "checkpoints"), read_only=True)
     state, _ = ckpt.restore(steps, abstract, None)
     ckpt.close()
     return jax.device_get(state.params)
@@ -139,22 +138,23 @@ def main() -> None:
     parser.add_argument("--workdir", default="workdirs/chaos")
     parser.add_argument("--out", default="", help="JSON output (default WORKDIR/chaos.json)")
     args = parser.parse_args()
-    base = pathlib.Path(args.workdir)
-    if base.exists():
+    base = args.workdir  # local or gs://
+    if storage.exists(base):
         raise SystemExit(f"{base} exists: remove it or pass another --workdir.")
     rng = random.Random(args.seed)
 
     start = time.time()
-    print(f"Uninterrupted run: {base / 'straight'}", flush=True)
-    run_to_end(args, base / "straight")
-    print(f"Chaos run: {base / 'chaos'}", flush=True)
-    rows = chaos_run(args, base / "chaos", rng)
+    straight, chaos = storage.join(base, "straight"), storage.join(base, "chaos")
+    print(f"Uninterrupted run: {straight}", flush=True)
+    run_to_end(args, straight)
+    print(f"Chaos run: {chaos}", flush=True)
+    rows = chaos_run(args, chaos, rng)
 
     import jax
     import numpy as np
 
-    a = final_params(base / "straight", args.steps, args)
-    b = final_params(base / "chaos", args.steps, args)
+    a = final_params(straight, args.steps, args)
+    b = final_params(chaos, args.steps, args)
     diff = max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     summary = dict(
         kills=len(rows),
@@ -173,8 +173,10 @@ def main() -> None:
             f" {r['killed_near_step']} | {r['next_start_step']} | {r['steps_lost']} |"
         )
     print("\n" + " | ".join(f"{k}: {v}" for k, v in summary.items()))
-    out = pathlib.Path(args.out or base / "chaos.json")
-    out.write_text(json.dumps(dict(rows=rows, summary=summary), indent=2))
+    storage.write_text(
+        args.out or storage.join(base, "chaos.json"),
+        json.dumps(dict(rows=rows, summary=summary), indent=2),
+    )
     if diff != 0.0:
         raise SystemExit(f"FAILED: final parameters differ by up to {diff}.")
 

@@ -9,7 +9,8 @@ fresh optimizer state, and a Python config for `--config`):
       --workdir=workdirs/ft_b32 --config.data.path=...
 
 `--model` is open_clip's model name (`-quickgelu` for OpenAI's weights, which were trained
-with QuickGELU; the state dict cannot tell) or the path of an open_clip model config JSON.
+with QuickGELU; the state dict cannot tell) or the path of an open_clip model config JSON
+(an `open_clip_config.json` also gives the image mean and std).
 
 Export a workdir's checkpoint as an open_clip model folder (open_clip >= 3.0 loads it
 with `create_model_and_transforms("local-dir:DIR")`; CLIP_benchmark with
@@ -23,7 +24,6 @@ Needs `pip install -e .[interop]` for .pt/.bin files; .safetensors needs only sa
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mmjax import config as config_lib
+from mmjax import storage
 from mmjax.interop import checkpoints
 from mmjax.interop import open_clip as oc
 
@@ -57,13 +58,16 @@ WEIGHTS = {"safetensors": "open_clip_model.safetensors", "bin": "open_clip_pytor
 def import_weights() -> None:
     if not (_CHECKPOINT.value and _MODEL.value and _WORKDIR.value):
         raise app.UsageError("import needs --checkpoint, --model and --workdir.")
-    arch = oc.arch_from_open_clip(oc.model_cfg_from_name_or_file(_MODEL.value))
+    model = _MODEL.value
+    arch = oc.arch_from_open_clip(
+        oc.model_cfg_from_name_or_file(model), oc.preprocess_cfg_from_name_or_file(model)
+    )
     params = oc.params_from_state_dict(oc.load_state_dict(_CHECKPOINT.value), arch)
     fields = oc.mmjax_fields(arch)
     config = config_lib.base()
     checkpoints.set_fields(config, {**fields, "optim.lr": _LR.value})
     checkpoints.save_train_state(config_lib.lock(config), params, _WORKDIR.value)
-    config_path = os.path.join(_WORKDIR.value, "imported_config.py")
+    config_path = storage.join(_WORKDIR.value, "imported_config.py")
     source = f"{_CHECKPOINT.value} ({_MODEL.value})"
     checkpoints.write_config_file(config_path, fields, source, _WORKDIR.value, _LR.value)
     print(
@@ -78,20 +82,19 @@ def export_weights() -> None:
         raise app.UsageError("export needs --workdir.")
     config = _CONFIG.value
     if config is None:
-        config = checkpoints.config_from_json(os.path.join(_WORKDIR.value, "config.json"))
+        config = checkpoints.config_from_json(storage.join(_WORKDIR.value, "config.json"))
     arch = oc.arch_from_mmjax(config)
     params, step = checkpoints.restore_params(
         config, _WORKDIR.value, None if _STEP.value < 0 else _STEP.value
     )
-    out = _OUT.value or os.path.join(_WORKDIR.value, "open_clip")
-    os.makedirs(out, exist_ok=True)
-    weights = os.path.join(out, WEIGHTS[_FORMAT.value])
-    oc.save_state_dict(oc.state_dict_from_params(params), weights)
-    with open(os.path.join(out, "open_clip_config.json"), "w") as f:
-        json.dump(oc.open_clip_config_json(arch), f, indent=2)
+    out = _OUT.value or storage.join(_WORKDIR.value, "open_clip")
+    weights = storage.join(out, WEIGHTS[_FORMAT.value])
+    oc.save_state_dict(oc.state_dict_from_params(params, oc.open_clip_term(config)), weights)
+    config_json = json.dumps(oc.open_clip_config_json(arch), indent=2)
+    storage.write_text(storage.join(out, "open_clip_config.json"), config_json)
     print(
         f"Wrote step {step} to {out}. Evaluate with:\n"
-        f"  clip_benchmark eval --model=local-dir:{os.path.abspath(out)} --pretrained=mmjax"
+        f"  clip_benchmark eval --model=local-dir:{storage.absolute(out)} --pretrained=mmjax"
         " --dataset=cifar10 --output=result.json"
     )
 

@@ -10,6 +10,7 @@ by default); x is any numeric column: compute_flops, samples_seen, global_batch.
 
 import argparse
 import csv
+import io
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,20 +23,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmjax import scaling
+from mmjax import scaling, storage
 
 Groups = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def read_groups(path: Path, x: str, metric: str, group: list[str]) -> Groups:
-    """{group label: (x, error)} from the CSV; rows without the metric are left out."""
+def read_groups(path: str, x: str, metric: str, group: list[str]) -> Groups:
+    """{group label: (x, error)} from the CSV (local or gs://); rows without the metric
+    are left out."""
     points = defaultdict(list)
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if r.get(metric, "") == "":
-                continue
-            label = ", ".join(f"{g}={r[g]}" for g in group) or "all"
-            points[label].append((float(r[x]), 1.0 - float(r[metric])))
+    for r in csv.DictReader(io.StringIO(storage.read_text(path), newline="")):
+        if r.get(metric, "") == "":
+            continue
+        label = ", ".join(f"{g}={r[g]}" for g in group) or "all"
+        points[label].append((float(r[x]), 1.0 - float(r[metric])))
     return {k: tuple(np.array(sorted(v)).T) for k, v in points.items()}
 
 
@@ -90,7 +91,7 @@ def table(fits: dict[str, scaling.PowerLaw], x: str, metric: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--csv", required=True, type=Path)
+    parser.add_argument("--csv", required=True, help="a sweep's results.csv, local or gs://")
     parser.add_argument("--out", required=True, type=Path, help="OUT.png and OUT.md")
     parser.add_argument("--x", default="compute_flops", help="the CSV column on the x axis")
     parser.add_argument("--metric", default="zeroshot_top1", help="error = 1 - metric")

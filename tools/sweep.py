@@ -4,6 +4,7 @@ r"""Runs a sweep (configs/sweeps/*.py) one run after another, or prints its laun
   python tools/sweep.py --sweep=... --dir=... --print     # one command per run, for a cluster
   python tools/sweep.py --sweep=... --dir=... --collect   # only (re)write results.csv
 
+DIR may be local or a bucket (gs://...): every file goes through mmjax.storage.
 Each run trains in DIR/<name>, its name made of its grid values
 ("batch_size=32+loss=sigmoid+samples_seen=32768"). Finished runs are skipped, so a
 re-run continues an interrupted sweep (an unfinished run resumes from its checkpoint).
@@ -22,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmjax import storage
 from mmjax.sweeps import collect, config_io, grid
 
 
@@ -33,7 +35,7 @@ def load_spec(path: str) -> dict[str, Any]:
     return module.get_sweep()
 
 
-def command(spec: dict[str, Any], run: grid.Run, workdir: Path, python: str) -> list[str]:
+def command(spec: dict[str, Any], run: grid.Run, workdir: str, python: str) -> list[str]:
     """The `mmjax.main` command line that trains one run."""
     return [
         python,
@@ -52,16 +54,22 @@ def plan(spec: dict[str, Any]) -> list[tuple[grid.Run, Any]]:
     return [(r, config_io.load_config(spec["config"], r.overrides)) for r in runs]
 
 
-def train(cmd: list[str], workdir: Path) -> None:
-    """Runs one training to the end, recording its wall time beside its metrics."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    wall_path = workdir / collect.WALL_FILE
-    before = json.loads(wall_path.read_text())["wall_s"] if wall_path.exists() else 0.0
+def train(cmd: list[str], workdir: str) -> None:
+    """Runs one training to the end, recording its wall time and output beside its metrics."""
+    before = collect.wall_seconds(workdir) or 0.0
     start = time.perf_counter()
-    with open(workdir / "sweep.log", "a") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    log = storage.AppendFile(storage.join(workdir, "sweep.log"))
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+        if proc.wait():
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
+    finally:
+        log.close()
     wall = before + time.perf_counter() - start  # a resumed run adds to its earlier time
-    wall_path.write_text(json.dumps({"wall_s": wall}))
+    storage.write_text(storage.join(workdir, collect.WALL_FILE), json.dumps({"wall_s": wall}))
 
 
 def main() -> None:
@@ -74,16 +82,16 @@ def main() -> None:
     args = parser.parse_args()
 
     spec = load_spec(args.sweep)
-    root = Path(args.dir)
+    root = args.dir
     runs = plan(spec)
     if args.print:
         for run, _ in runs:
-            print(shlex.join(command(spec, run, root / run.name, args.python)))
+            print(shlex.join(command(spec, run, storage.join(root, run.name), args.python)))
         return
     failed = 0
     if not args.collect:
         for i, (run, config) in enumerate(runs, 1):
-            workdir = root / run.name
+            workdir = storage.join(root, run.name)
             if collect.is_finished(workdir, config.total_steps):
                 print(f"[{i}/{len(runs)}] {run.name}: finished, skipped", flush=True)
                 continue
@@ -92,14 +100,16 @@ def main() -> None:
                 train(command(spec, run, workdir, args.python), workdir)
             except subprocess.CalledProcessError as error:  # one bad run must not stop the rest
                 failed += 1
-                print(f"  failed (exit {error.returncode}): {workdir / 'sweep.log'}", flush=True)
+                log = storage.join(workdir, "sweep.log")
+                print(f"  failed (exit {error.returncode}): {log}", flush=True)
     rows = [
-        collect.row(run.name, root / run.name, config)
+        collect.row(run.name, storage.join(root, run.name), config)
         for run, config in runs
-        if collect.is_finished(root / run.name, config.total_steps)
+        if collect.is_finished(storage.join(root, run.name), config.total_steps)
     ]
-    collect.write_csv(root / "results.csv", rows)
-    print(f"{len(rows)}/{len(runs)} runs finished: {root / 'results.csv'}", flush=True)
+    results = storage.join(root, "results.csv")
+    collect.write_csv(results, rows)
+    print(f"{len(rows)}/{len(runs)} runs finished: {results}", flush=True)
     if failed:
         sys.exit(1)
 

@@ -10,6 +10,7 @@ formed (stages.py), so nothing is dropped silently and a resumed run counts the 
 """
 
 import dataclasses
+import json
 import zlib
 from typing import Any
 
@@ -19,26 +20,60 @@ from mmjax.data.modalities import Reader
 from mmjax.data.skipped import Skipped
 
 
-def field(record: dict, keys: tuple[str, ...]) -> Any:
-    """The first of `keys` present in `record` (keys may be paths: "captions/text").
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) or (
+        isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 1
+    )
 
-    A list of values (several captions) gives its first.
+
+def _child(value: Any, part: str) -> Any:
+    """`value[part]` for nested records; encoded JSON (webdataset's .json) is parsed."""
+    if isinstance(value, bytes | str) and not isinstance(value, np.ndarray):
+        try:
+            value = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return value.get(part) if isinstance(value, dict) else None
+
+
+def field(record: dict, keys: tuple[str, ...], multi: bool = False) -> Any:
+    """The first of `keys` present in `record` (keys may be paths into nested records or
+    JSON fields: "captions/text", "json/captions").
+
+    A list of values (several captions) gives its first, or, with `multi`, all of them
+    as a list (a single value as a list of one).
     """
     for key in keys:
         value = record
         for part in key.split("/"):
-            value = value.get(part) if isinstance(value, dict) else None
+            value = _child(value, part) if value is not record else record.get(part)
         if value is not None:
-            if isinstance(value, list | tuple) or (
-                isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 1
-            ):
+            if _is_list(value):
+                if multi:
+                    return list(value)
                 return value[0] if len(value) else None
-            return value
+            return [value] if multi else value
     return None
 
 
 def record_key(record: dict) -> str:
     return str(record.get("__key__", record.get("key", "")))
+
+
+class LazyGenerator:
+    """`np.random.default_rng(seed)`, made on first use: making one costs tens of
+    microseconds, and most readers of a record (text, labels, arrays already at their
+    shape) draw nothing. The numbers are those of the generator it stands for."""
+
+    def __init__(self, seed):
+        self._seed, self._rng = seed, None
+
+    def __getattr__(self, name: str):
+        if name in ("_seed", "_rng"):  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return getattr(self._rng, name)
 
 
 class Prepare:
@@ -58,10 +93,10 @@ class Prepare:
         base = int(rng.integers(2**62))
         out = {}
         for name, (keys, reader) in self.readers.items():
-            value = field(raw, keys)
+            value = field(raw, keys, getattr(reader, "multi", False))
             if value is None:
                 return Skipped(f"missing_{name}", key)
-            sub = np.random.default_rng([base, zlib.crc32(name.encode())])
+            sub = LazyGenerator([base, zlib.crc32(name.encode())])
             result = reader(value, sub)
             if isinstance(result, Skipped):
                 return dataclasses.replace(result, key=key)

@@ -142,7 +142,8 @@ def center_box(hw: tuple[int, int]) -> Box:
     return (h - s) / 2 / h, (w - s) / 2 / w, s / h, s / w
 
 
-def _pixels(box: Box, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+def pixel_box(box: Box, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A fractional box in whole pixels (top, left, height, width), at least 1x1, inside."""
     h, w = hw
     top, left = round(box[0] * h), round(box[1] * w)
     return (
@@ -193,4 +194,4 @@ class ImageTransform:
             )
             image = DECODERS.get(self.decoder)(image, min_hw)
         image = np.ascontiguousarray(image[..., :3])
-        return RESIZERS.get(self.resizer)(image, _pixels(box, image.shape[:2]), self.size)
+        return RESIZERS.get(self.resizer)(image, pixel_box(box, image.shape[:2]), self.size)

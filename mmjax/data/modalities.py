@@ -2,11 +2,12 @@
 becomes its array.
 
 Every entry names a modality of the batch (the key the model's tower of that name reads)
-and its `type` (a registered reader: image, text, label, ...), the record fields to look
-for (`key`, ";"-separated, first present wins; paths into nested records like TFDS's
-"captions/text" work), and the type's own options. A reader turns a field's raw value
-(encoded bytes, a str, an array) into a fixed-shape array, or says why the record must be
-skipped (`Skipped`, counted by reason: `missing_<modality>`, `bad_<modality>`, ...).
+and its `type` (a registered reader: image, text, label, audio, timeseries, video), the
+record fields to look for (`key`, ";"-separated, first present wins; paths into nested
+records like TFDS's "captions/text" work), and the type's own options. A reader turns a
+field's raw value (encoded bytes, a str, an array) into a fixed-shape array, or says why
+the record must be skipped (`Skipped`, counted by reason: `missing_<modality>`,
+`bad_<modality>`, ...).
 
 Adding a modality type is one registered reader factory with the defaults of its fields.
 """
@@ -19,7 +20,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from mmjax.data.images import ImageTransform
+from mmjax.data import arrays, audio
+from mmjax.data.images import ImageTransform, pixel_box
 from mmjax.data.skipped import Skipped
 from mmjax.data.tokenizers import Tokenizer, build_tokenizer
 from mmjax.registry import Registry
@@ -147,15 +149,35 @@ def text_of(value, name: str = "text") -> str | Skipped:
 
 
 class TextReader(Reader):
-    """A caption (str or UTF-8 bytes) -> int32 token ids [context_length]."""
+    """A caption (str or UTF-8 bytes) -> int32 token ids [context_length]; with `captions`
+    K > 0, a record's list of captions -> [K, context_length] (1-to-K objectives).
 
-    def __init__(self, name: str, tokenizer: Tokenizer):
-        self.name, self.tokenizer = name, tokenizer
-        self.shape, self.dtype = (tokenizer.context_length,), np.dtype(np.int32)
+    With more than K captions, K distinct ones are drawn (training) or the first K taken
+    (evaluation); with fewer, they are repeated in turn. Unusable captions are dropped
+    first; a record with none left is skipped.
+    """
+
+    def __init__(self, name: str, tokenizer: Tokenizer, captions: int = 0, train: bool = True):
+        self.name, self.tokenizer, self.captions, self.train = name, tokenizer, captions, train
+        self.multi = captions > 0
+        length = (tokenizer.context_length,)
+        self.shape = (captions, *length) if self.multi else length
+        self.dtype = np.dtype(np.int32)
 
     def __call__(self, value, rng):
-        text = text_of(value, self.name)
-        return text if isinstance(text, Skipped) else self.tokenizer(text)
+        if not self.multi:
+            text = text_of(value, self.name)
+            return text if isinstance(text, Skipped) else self.tokenizer(text)
+        texts = [text_of(v, self.name) for v in value]
+        good = [t for t in texts if not isinstance(t, Skipped)]
+        if not good:
+            return texts[0] if texts else Skipped(f"missing_{self.name}")
+        k = self.captions
+        if len(good) > k:
+            order = rng.permutation(len(good))[:k] if self.train else range(k)
+            good = [good[i] for i in order]
+        picked = [good[i % len(good)] for i in range(k)]
+        return np.stack([self.tokenizer(t) for t in picked])
 
 
 def tower_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -176,9 +198,10 @@ def tower_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
     key="txt;text",
     tokenizer="simple",  # simple | clip_bpe | sentencepiece | bytes (docs/data.md)
     tokenizer_model="",  # sentencepiece: the .model file
+    captions=0,  # K > 0: K captions per example ([K, L]), e.g. key="json/captions"
 )
 def text(name: str, c: ml_collections.ConfigDict, config, train: bool) -> TextReader:
-    return TextReader(name, modality_tokenizer(config, name))
+    return TextReader(name, modality_tokenizer(config, name), c.captions, train)
 
 
 def modality_tokenizer(config: ml_collections.ConfigDict, name: str) -> Tokenizer:
@@ -207,3 +230,176 @@ class LabelReader(Reader):
 @register_modality("label", key="cls;label")
 def label(name: str, c: ml_collections.ConfigDict, config, train: bool) -> LabelReader:
     return LabelReader(name)
+
+
+# ----------------------------------------------------- audio, time series and video
+
+
+class SkipRecord(Exception):
+    """Raised inside `ArrayReader.read` to skip the record for `reason` ("short", ...)."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _as_bytes(value) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray | np.bytes_) else None
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    if not np.isfinite(x).all():
+        raise ValueError(f"{int((~np.isfinite(x)).sum())} values are not finite")
+    return x
+
+
+class ArrayReader(Reader):
+    """A reader that decodes and cuts in time: `read` gives the array or raises
+    `SkipRecord`; any other error means the record is bad (`bad_<modality>`), and empty
+    bytes that it is missing. So a reader never raises."""
+
+    name: str
+    train: bool
+    pad: bool  # pad_short: zero-pad records shorter than the window, else skip them
+
+    def read(self, value: Any, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, value, rng):
+        if isinstance(value, bytes) and not value:
+            return Skipped(f"missing_{self.name}")
+        try:
+            return self.read(value, rng)
+        except SkipRecord as s:
+            return Skipped(f"{s.reason}_{self.name}", detail=s.detail)
+        except Exception as e:
+            logging.debug("Bad %s: %s", self.name, e)
+            return Skipped(f"bad_{self.name}", detail=f"{type(e).__name__}: {e}")
+
+    def cut(self, x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+        """`length` rows of `x`: a random window in training, the centre otherwise."""
+        out = arrays.crop(x, length, self.train, rng, self.pad)
+        if out is None:
+            raise SkipRecord("short", f"{len(x)} < {length}")
+        return out
+
+
+class AudioReader(ArrayReader):
+    """Encoded audio (any format libsndfile reads) or a waveform array at `sample_rate`
+    -> float32 mono [sample_rate * clip_seconds] (audio.py)."""
+
+    def __init__(self, name: str, c: ml_collections.ConfigDict, train: bool):
+        self.name, self.train, self.pad = name, train, c.pad_short
+        self.sample_rate, self.resample = int(c.sample_rate), c.resample
+        self.length = round(c.sample_rate * c.clip_seconds)
+        self.shape, self.dtype = (self.length,), np.dtype(np.float32)
+
+    def read(self, value, rng):
+        data = _as_bytes(value)
+        wave, rate = (np.asarray(value), self.sample_rate) if data is None else audio.decode(data)
+        wave = _finite(audio.to_mono(wave))
+        if not wave.size:
+            raise audio.BadAudio("no samples")
+        if rate != self.sample_rate:
+            if not self.resample:
+                raise SkipRecord("bad_rate", f"{rate} Hz, not {self.sample_rate} (resample=False)")
+            wave = audio.resample(wave, rate, self.sample_rate)
+        return self.cut(wave, self.length, rng)
+
+
+@register_modality(
+    "audio",
+    reasons=("missing", "bad", "bad_rate", "short"),
+    key="flac;wav;mp3;ogg;opus;audio",
+    sample_rate=16000,  # Hz, what the batch holds; files at other rates are resampled
+    clip_seconds=10.0,  # window length: random in training, centred at evaluation
+    pad_short=True,  # shorter clips: zero-padded at the end (True) or skipped as short_<m>
+    resample=True,  # False: files at another rate are skipped as bad_rate_<m>
+)
+def audio_modality(name: str, c: ml_collections.ConfigDict, config, train: bool) -> AudioReader:
+    return AudioReader(name, c, train)
+
+
+class TimeseriesReader(ArrayReader):
+    """`.npy` bytes or an array [T, channels] (IMU, sensors) -> float32 [length, channels]."""
+
+    def __init__(self, name: str, c: ml_collections.ConfigDict, train: bool):
+        self.name, self.train, self.pad = name, train, c.pad_short
+        self.length, self.channels = int(c.length), int(c.channels)
+        self.shape, self.dtype = (self.length, self.channels), np.dtype(np.float32)
+
+    def read(self, value, rng):
+        data = _as_bytes(value)
+        x = np.asarray(value) if data is None else arrays.load_npy(data)
+        if x.ndim != 2 or x.shape[1] != self.channels:
+            raise SkipRecord("bad_shape", f"shape {x.shape}, not [T, {self.channels}]")
+        if x.dtype.kind not in "iuf":  # not bool, complex, str, object
+            raise ValueError(f"dtype {x.dtype} is not a real number type")
+        return _finite(self.cut(x, self.length, rng).astype(np.float32))
+
+
+@register_modality(
+    "timeseries",
+    reasons=("missing", "bad", "bad_shape", "short"),
+    key="imu.npy;npy;imu",
+    channels=6,  # C of [T, C]: another count is bad_shape_<m>
+    length=128,  # T samples: random window in training, centred at evaluation
+    pad_short=True,  # shorter records: zero-padded at the end (True) or skipped as short_<m>
+)
+def timeseries(name: str, c: ml_collections.ConfigDict, config, train: bool) -> TimeseriesReader:
+    return TimeseriesReader(name, c, train)
+
+
+class VideoReader(ArrayReader):
+    """`.npy` uint8 [F, H, W, 3], a tar of encoded frames (arrays.py) or an array ->
+    uint8 [frames, size, size, 3]: `frames` frames `stride` apart, one crop box for all."""
+
+    def __init__(self, name: str, c: ml_collections.ConfigDict, train: bool):
+        self.name, self.train, self.pad = name, train, c.pad_short
+        self.frames, self.stride = int(c.frames), int(c.stride)
+        self.transform = image_transform(c, train)  # the crop box, decoder and resizer
+        size = self.transform.size
+        self.shape, self.dtype = (self.frames, size, size, 3), np.dtype(np.uint8)
+
+    def read(self, value, rng):
+        data = _as_bytes(value)
+        if data is not None and arrays.is_tar(data):
+            clip = arrays.FramesTar(data)
+        else:
+            clip = np.asarray(value) if data is None else arrays.load_npy(data)
+            if clip.ndim != 4 or clip.shape[-1] != 3:
+                raise SkipRecord("bad_shape", f"shape {clip.shape}, not [F, H, W, 3]")
+            if clip.dtype != np.uint8:
+                raise ValueError(f"dtype {clip.dtype}, not uint8")
+        indices = arrays.frame_indices(
+            len(clip), self.frames, self.stride, self.train, rng, self.pad
+        )
+        if indices is None:
+            span = (self.frames - 1) * self.stride + 1
+            raise SkipRecord("short", f"{len(clip)} frames < {span}")
+        if isinstance(clip, arrays.FramesTar):
+            clip = clip.decode(indices, self.transform.decoder)
+        else:
+            clip = clip[indices]
+        hw, size = clip.shape[1:3], self.transform.size
+        if hw != (size, size):
+            box = pixel_box(self.transform.box(hw, rng), hw)
+            clip = arrays.resize_frames(clip, box, size, self.transform.resizer)
+        return arrays.pad_frames(clip, self.frames)
+
+
+@register_modality(
+    "video",
+    reasons=("missing", "bad", "bad_shape", "short"),
+    key="video.npy;video.tar;video",
+    frames=8,  # frames per clip
+    stride=2,  # taken every `stride` frames: a window of (frames - 1) * stride + 1
+    size=224,  # each frame: a crop box (the same in every frame) resized to size x size
+    crop_scale=(0.9, 1.0),  # training's random resized crop, as the image modality's
+    crop_ratio=(3 / 4, 4 / 3),
+    decoder="auto",  # frames of a .video.tar: auto | pil | simplejpeg
+    resizer="auto",  # auto | pil | cv2, frame by frame
+    pad_short=False,  # shorter clips: skipped as short_<m> (False) or zero frames appended
+)
+def video(name: str, c: ml_collections.ConfigDict, config, train: bool) -> VideoReader:
+    return VideoReader(name, c, train)

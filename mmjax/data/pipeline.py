@@ -6,10 +6,13 @@ The loop gets one iterator for every source (`train_iterator`):
   permutation every epoch) -> this process's slice -> prepare (each modality's reader:
   decode, crop, tokenize) -> batch, a `grain.MapDataset` read by threads. Batch k is a
   function of the seed and k.
+- sources that read many records at once (`batch(indices)`: the multimodal synthetic
+  source): the same indices, batched first, each batch read in one call, then prepared
+  row by row; also a `grain.MapDataset` of batches, so also a function of the seed and k.
 - streaming sources (wds): this process's shards, several read at once -> window
   shuffle -> prepare in threads (stages.ParallelMap) -> batch, a `grain.IterDataset`.
 
-Both end in `stages.TrainIterator`, which tops up batches that lost skipped records
+All end in `stages.TrainIterator`, which tops up batches that lost skipped records
 (examples.py) and counts them. Its state goes into every checkpoint, so a resumed run
 reads exactly the batches the uninterrupted run would have read, and counts the same.
 
@@ -20,6 +23,7 @@ sources, which say so in the log (wds.py).
 """
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
@@ -32,12 +36,22 @@ from jax.experimental import multihost_utils
 
 from mmjax.data import modalities, sources
 from mmjax.data.examples import Prepare
-from mmjax.data.stages import ParallelMap, TrainIterator, collate
+from mmjax.data.stages import Batch, ParallelMap, TrainIterator, collate
 from mmjax.registry import Registry
 
 # How each kind of source becomes batches:
 # kind -> (source, prepare, config, process_index, process_count) -> open_batches(step).
 READERS = Registry("source kind")
+
+
+@runtime_checkable
+class BatchedSource(Protocol):
+    """A random-access source that also reads many records in one call, much faster than
+    one by one: `batch(indices)` -> {field: stacked values} (arrays [B, ...], or lists)."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: np.ndarray) -> dict: ...
 
 
 @runtime_checkable
@@ -71,9 +85,27 @@ def train_dataset(
     """
     local = local_batch_size(global_batch, process_count)
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+    # Prepared before the slice: example n's crops come from (seed, n), its place in the
+    # global stream, whatever the number of processes.
+    ds = ds.map_with_index(lambda n, raw: prepare(raw, example_rng(seed, n)))
     ds = ds[process_index::process_count]
-    ds = ds.random_map(prepare, seed=seed)
     return ds.batch(local, drop_remainder=True, batch_fn=collate)
+
+
+def example_rng(seed: int, position: int) -> np.random.Generator:
+    """The generator of the example at `position` in the global stream of examples (batch
+    k holds positions k * B ... k * B + B - 1): a function of the seed and that position
+    only, so the same whatever the number of processes or a resume."""
+    return np.random.default_rng([seed, position])
+
+
+def record_rng(seed: int, raw) -> np.random.Generator:
+    """The generator of a streamed record: from its key (shard and sample) and the epoch
+    it is read in, so the same whichever process reads it."""
+    key = raw.get("__key__", "") if isinstance(raw, dict) else ""
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    epoch = raw.get("__epoch__", 0) if isinstance(raw, dict) else 0
+    return np.random.default_rng([seed, digest, epoch])
 
 
 def as_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict) -> grain.DatasetIterator:
@@ -106,9 +138,69 @@ def random_access_batches(
     return open_batches
 
 
-def _prepare_indexed(prepare: Prepare, seed: int, process_index: int, raw, index: int):
-    """`prepare` with randomness from the element's place in this process's stream."""
-    return prepare(raw, np.random.default_rng([seed, process_index, index]))
+def _read_batch(
+    source: BatchedSource,
+    prepare: Prepare,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    k: int,
+    indices: np.ndarray,
+) -> Batch:
+    """Batch `k` of this process: its records read in one call, then prepared row by row,
+    each with randomness from the example's place in the global stream of examples (so
+    the same whatever the number of processes)."""
+    raw = source.batch(indices)
+    local = len(indices)
+    first = k * local * process_count + process_index  # global position of row 0
+    elements = [
+        prepare(
+            {name: values[j] for name, values in raw.items()},
+            example_rng(seed, first + j * process_count),
+        )
+        for j in range(local)
+    ]
+    return collate(elements)
+
+
+@READERS.register("batched")
+def batched_batches(
+    source: BatchedSource,
+    prepare: Prepare,
+    config: ml_collections.ConfigDict,
+    process_index: int,
+    process_count: int,
+) -> Callable[[int], grain.DatasetIterator]:
+    """`open_batches(step)` over batched reads: the records of `random_access_batches`
+    (the same shuffle and slice of indices), batch `step` found by index."""
+    local = local_batch_size(config.batch_size, process_count)
+    indices = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat(None)
+    indices = indices[process_index::process_count].batch(local, drop_remainder=True)
+    read = functools.partial(
+        _read_batch, source, prepare, config.seed, process_index, process_count
+    )
+    ds = indices.map_with_index(read)
+
+    def open_batches(step: int) -> grain.DatasetIterator:
+        batches = as_iterator(ds, config.data)
+        if step:
+            batches.set_state({"next_index": step})
+        return batches
+
+    return open_batches
+
+
+def source_kind(source) -> str:
+    """Which of `READERS` turns `source` into batches."""
+    if isinstance(source, StreamingSource):
+        return "streaming"
+    return "batched" if isinstance(source, BatchedSource) else "random_access"
+
+
+def prepare_streamed(prepare: Prepare, seed: int, raw, index: int):
+    """`prepare` with randomness from the record's identity (`record_rng`)."""
+    del index
+    return prepare(raw, record_rng(seed, raw))
 
 
 @READERS.register("streaming")
@@ -122,7 +214,7 @@ def streaming_batches(
     """`open_batches(step)` over the stream: from the start, or from whole shards on."""
     data, seed = config.data, config.seed
     local = local_batch_size(config.batch_size, process_count)
-    prepare_at = functools.partial(_prepare_indexed, prepare, seed, process_index)
+    prepare_at = functools.partial(prepare_streamed, prepare, seed)
     buffer = max(data.prefetch, 1) * local
 
     def open_batches(step: int) -> grain.DatasetIterator:
@@ -157,9 +249,10 @@ def train_iterator(
     Its `skipped` counts the records skipped by reason (`skip_counts` for metrics).
     """
     source = sources.build_source(config.data, "train", config.seed)
-    kind = "streaming" if isinstance(source, StreamingSource) else "random_access"
     prepare = Prepare(modalities.build_readers(config, train=True))
-    open_batches = READERS.get(kind)(source, prepare, config, process_index, process_count)
+    open_batches = READERS.get(source_kind(source))(
+        source, prepare, config, process_index, process_count
+    )
     local = local_batch_size(config.batch_size, process_count)
     return TrainIterator(open_batches, local, modalities.skip_reasons(config))
 

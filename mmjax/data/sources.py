@@ -10,23 +10,68 @@ import logging
 
 import ml_collections
 
+from mmjax.data.modalities import keys_of
 from mmjax.data.synthetic import SyntheticSource
+from mmjax.data.synthetic_multimodal import ALL_MODALITIES, MultimodalSyntheticSource
 from mmjax.registry import Registry
 
 SOURCES = Registry("data source")
+SYNTHETIC_IMU_CHANNELS = 6  # accelerometer and gyroscope, 3 axes each (synthetic_imu.py)
 
 
 @SOURCES.register("synthetic")
-def synthetic(config: ml_collections.ConfigDict, split: str, seed: int) -> SyntheticSource:
+def synthetic(
+    config: ml_collections.ConfigDict, split: str, seed: int
+) -> SyntheticSource | MultimodalSyntheticSource:
+    """The image source, or the multimodal one when a modality's `key` names a field only it
+    makes (audio, imu, video): then it makes just the fields the keys name, at the sizes
+    of the modalities that read them, so that they arrive at their final shapes."""
     c = config.synthetic
     size = c.num_train if split == "train" else c.num_eval
-    return SyntheticSource(split, size, synthetic_image_size(config), seed)
+    fields = synthetic_fields(config)
+    if set(fields) <= {"image", "text"}:  # image-text configs: the image source, as ever
+        return SyntheticSource(split, size, synthetic_image_size(config), seed, c.captions)
+    return MultimodalSyntheticSource(split, size, seed, fields, **synthetic_shapes(config))
+
+
+def synthetic_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The multimodal source's fields (image, text, audio, imu, video) the modalities name."""
+    named = {k for m in config.modalities.values() for k in keys_of(m.key)}
+    return tuple(f for f in ALL_MODALITIES if f in named)
 
 
 def synthetic_image_size(config: ml_collections.ConfigDict) -> int:
     """The synthetic images' size: that of the data config's image modality (else 32)."""
     sizes = [m.size for m in config.modalities.values() if m.type == "image"]
     return sizes[0] if sizes else 32
+
+
+def _reading(config: ml_collections.ConfigDict, field: str, kind: str):
+    """The first modality of type `kind` whose keys name `field`, or None."""
+    for m in config.modalities.values():
+        if m.type == kind and field in keys_of(m.key):
+            return m
+    return None
+
+
+def synthetic_shapes(config: ml_collections.ConfigDict) -> dict:
+    """MultimodalSyntheticSource's sizes from the modalities that read its fields: audio at
+    the sample rate for one clip, an IMU window of `length` at 50 Hz, a video of the
+    frames one clip spans at its size."""
+    out = dict(image_size=synthetic_image_size(config))
+    if m := _reading(config, "audio", "audio"):
+        out.update(sample_rate=int(m.sample_rate), audio_seconds=float(m.clip_seconds))
+    if m := _reading(config, "imu", "timeseries"):
+        if m.channels != SYNTHETIC_IMU_CHANNELS:
+            raise ValueError(
+                f"The synthetic IMU has {SYNTHETIC_IMU_CHANNELS} channels; the timeseries"
+                f" modality reading it wants {m.channels} (set its channels to 6)."
+            )
+        rate = MultimodalSyntheticSource.imu_rate
+        out.update(imu_rate=rate, imu_seconds=m.length / rate)
+    if m := _reading(config, "video", "video"):
+        out.update(video_frames=(m.frames - 1) * m.stride + 1, video_size=int(m.size))
+    return out
 
 
 def _train_only(split: str, name: str) -> None:

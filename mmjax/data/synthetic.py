@@ -139,12 +139,17 @@ def describe(attributes: dict[str, str], first: int, count: int = 1) -> list[str
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSource:
-    """Random-access source of {"image": uint8 [H, W, 3], "text": str, "label": int}."""
+    """Random-access source of {"image": uint8 [H, W, 3], "text": str, "label": int, ...}.
+
+    Records also carry the coarse labels "shape_label" and "colour_label", and with
+    `num_captions` > 0 a list "captions" of that many captions (1-to-K objectives).
+    """
 
     split: str = "train"
     num_examples: int = 10_000_000
     image_size: int = 32
     seed: int = 0
+    num_captions: int = 0
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -156,7 +161,7 @@ class SyntheticSource:
     def __repr__(self) -> str:  # Grain compares reprs when restoring a DataLoader
         return (
             f"SyntheticSource(split={self.split!r}, num_examples={self.num_examples},"
-            f" image_size={self.image_size}, seed={self.seed})"
+            f" image_size={self.image_size}, seed={self.seed}, num_captions={self.num_captions})"
         )
 
     @property
@@ -200,8 +205,13 @@ class SyntheticSource:
         rgb = np.array(COLOURS[colour]) + rng.uniform(-20, 20, 3)
         shape_id, cy, cx, r = (np.array([x]) for x in (SHAPES.index(shape), cy, cx, r))
         image = draw_shapes(shape_id, cy, cx, r, rgb, background)[0]  # a batch of one
-        return {
+        record = {
             "image": image,
             "text": describe(attributes, template)[0],
             "label": np.int32(CLASS_NAMES.index(f"{colour} {shape}")),
+            "shape_label": np.int32(SHAPES.index(shape)),
+            "colour_label": np.int32(list(COLOURS).index(colour)),
         }
+        if self.num_captions:
+            record["captions"] = describe(attributes, template, self.num_captions)
+        return record

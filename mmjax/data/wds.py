@@ -172,7 +172,8 @@ class _StreamIterator(grain.DatasetIterator):
                 self._close(i)
                 self._slots[i] = None
             self._yielded += 1
-            return {**sample, "__key__": f"{path}:{sample.get('__key__', '')}"}
+            key = f"{path}:{sample.get('__key__', '')}"
+            return {**sample, "__key__": key, "__epoch__": self._epoch}
 
     def get_state(self) -> dict[str, Any]:
         return {

@@ -12,13 +12,16 @@ dataset as "tfds:NAME" (tfds_source.py); "coco" and "flickr30k" from Karpathy-sp
 (karpathy.py).
 """
 
+import dataclasses
 import functools
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-from mmjax.data.sources import synthetic_image_size
+from mmjax.data import modalities, sources
+from mmjax.data.examples import Prepare
+from mmjax.data.skipped import Skipped
 from mmjax.data.synthetic import SyntheticSource
 from mmjax.registry import Registry
 
@@ -39,20 +42,27 @@ DATASET_DEFAULTS = dict(
 
 
 class SyntheticEval:
-    """The synthetic source as an evaluation dataset: labels, and several captions each."""
+    """The synthetic source as an evaluation dataset: labels, several captions each, and
+    every non-text modality of the run, read as evaluation reads them (centre crops)."""
 
     templates = "synthetic"
 
-    def __init__(self, source: SyntheticSource, captions_per_image: int):
+    def __init__(self, source: Any, captions_per_image: int, readers: dict | None = None):
         self.source, self.captions_per_image = source, captions_per_image
         self.class_names = source.class_names
+        self.prepare = Prepare(readers) if readers else None
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         example = self.source[index]
-        return {"image": example["image"], "label": example["label"]}
+        if self.prepare is None:
+            return {"image": example["image"], "label": example["label"]}
+        out = self.prepare(example, np.random.default_rng(index))
+        if isinstance(out, Skipped):  # the synthetic source never makes bad records
+            raise RuntimeError(f"Synthetic evaluation example {index} was skipped: {out}.")
+        return {**out, "label": example["label"]}
 
     @functools.cached_property
     def captions(self) -> list[list[str]]:
@@ -63,14 +73,16 @@ class SyntheticEval:
 def synthetic(
     entry: ml_collections.ConfigDict, config: ml_collections.ConfigDict, split: str
 ) -> SyntheticEval:
-    """`split` "eval" (default, held out from training) or "train", at the run's image size."""
-    source = SyntheticSource(
-        split or "eval",
-        config.data.synthetic.num_eval,
-        synthetic_image_size(config.data),
-        config.seed,
-    )
-    return SyntheticEval(source, entry.captions_per_image)
+    """`split` "eval" (default, held out from training) or "train": the run's synthetic
+    source (image and text, or every modality it reads) with `num_eval` examples."""
+    source = sources.synthetic(config.data, "eval", config.seed)
+    if split and split != "eval":
+        source = dataclasses.replace(source, split=split)
+    if isinstance(source, SyntheticSource):
+        return SyntheticEval(source, entry.captions_per_image)
+    readers = modalities.build_readers(config, train=False)
+    kept = {m: r for m, r in readers.items() if config.data.modalities[m].type != "text"}
+    return SyntheticEval(source, entry.captions_per_image, kept)
 
 
 def build_dataset(

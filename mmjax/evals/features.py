@@ -25,17 +25,29 @@ EmbedFn = Callable[[Any, dict], dict[str, jax.Array]]
 
 def embed_fn(model: Model, modality: str, kind: str = "embedding", key: str = "") -> EmbedFn:
     """`fn(params, batch) -> {"emb": float32 [b, d]}` of `modality` from `batch[key]`
-    (default: the modality's name), through that modality's tower."""
-    if kind not in FEATURES:
+    (default: the modality's name), through that modality's tower. `kind="tokens"`: every
+    token's embedding, {"emb": [b, N, d], "emb_mask": [b, N]}."""
+    if kind not in (*FEATURES, "tokens"):
         raise ValueError(f"Unknown features {kind!r}; use one of {FEATURES}.")
-    method = "features" if kind == "backbone" else "embed"
     key = key or modality
 
     def fn(params: Any, batch: dict) -> dict[str, jax.Array]:
+        if kind == "tokens":
+            emb, mask = model.apply(
+                {"params": params}, modality, batch[key], method="token_embeddings"
+            )
+            return {"emb": emb.astype(jnp.float32), "emb_mask": mask}
+        method = "features" if kind == "backbone" else "embed"
         emb = model.apply({"params": params}, modality, batch[key], method=method)
         return {"emb": emb.astype(jnp.float32)}
 
     return fn
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32), on the host."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class Features:

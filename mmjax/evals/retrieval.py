@@ -33,60 +33,106 @@ from jax.sharding import Mesh
 from mmjax.data.tokenizers import Tokenizer
 from mmjax.evals.batches import ArraySource, Gatherer, global_batches, replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import embed_fn
+from mmjax.evals.features import embed_fn, unit_rows
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
 from mmjax.models import Model
 from mmjax.parallel import sharding
 
-DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, ks=(1, 5, 10), modalities=("image", "text"))
+DEFAULTS = dict(
+    **COMMON_DEFAULTS,
+    **DATASET_DEFAULTS,
+    ks=(1, 5, 10),
+    modalities=("image", "text"),
+    dims=(),  # Matryoshka: also report recalls of embeddings truncated to these sizes
+    similarity="embedding",  # or "tokens": FILIP's token-wise late interaction
+)
+
+
+def embedding_scores(query: dict, gallery: tuple[jax.Array, ...]) -> jax.Array:
+    """Cosine similarities of normalised embeddings: [queries, gallery]."""
+    return query["query"] @ gallery[0].T
+
+
+def late_interaction(
+    q: jax.Array, q_mask: jax.Array, g: jax.Array, g_mask: jax.Array, chunk: int = 256
+) -> jax.Array:
+    """FILIP's token-wise similarity [queries, gallery]: the mean over a query's real tokens
+    of the best match among a gallery item's real tokens (Yao et al. 2021, eq. 4). The
+    gallery is scored `chunk` items at a time, so no [queries, gallery, Nq, Ng] array is
+    held."""
+    n = g.shape[0]
+    pad = -n % chunk
+    g = jnp.pad(g, ((0, pad), (0, 0), (0, 0)))
+    g_mask = jnp.pad(g_mask, ((0, pad), (0, 0)))
+
+    def block(args):
+        gc, gm = args
+        s = jnp.einsum("bqd,gkd->bgqk", q, gc)
+        best = jnp.where(gm[None, :, None, :], s, -jnp.inf).max(-1)  # [b, chunk, Nq]
+        best = jnp.where(q_mask[:, None, :] & jnp.any(gm, -1)[None, :, None], best, 0.0)
+        return best.sum(-1) / jnp.maximum(q_mask.sum(-1), 1)[:, None]
+
+    blocks = (g.reshape(-1, chunk, *g.shape[1:]), g_mask.reshape(-1, chunk, g_mask.shape[1]))
+    scores = jax.lax.map(block, blocks)  # [blocks, b, chunk]
+    return jnp.moveaxis(scores, 0, 1).reshape(q.shape[0], -1)[:, :n]
+
+
+def token_scores(query: dict, gallery: tuple[jax.Array, ...]) -> jax.Array:
+    return late_interaction(query["query"], query["query_mask"], *gallery)
+
+
+SIMILARITIES = {"embedding": embedding_scores, "tokens": token_scores}
 
 
 def hits_at_k(
-    queries: jax.Array,
-    query_owner: jax.Array,
-    gallery: jax.Array,
-    gallery_owner: jax.Array,
-    ks: Sequence[int],
+    scores: jax.Array, query_owner: jax.Array, gallery_owner: jax.Array, ks: Sequence[int]
 ) -> jax.Array:
     """[queries, len(ks)] bool: is an item of the query's own image among its top k?
 
     `owner` is the image index of each row: an image's own index for images, the index
     of the image it describes for captions.
     """
-    k_max = min(max(ks), gallery.shape[0])
-    top = jax.lax.top_k(queries @ gallery.T, k_max)[1]
+    k_max = min(max(ks), scores.shape[1])
+    top = jax.lax.top_k(scores, k_max)[1]
     hit = gallery_owner[top] == query_owner[:, None]
     return jnp.stack([jnp.any(hit[:, :k], axis=1) for k in ks], axis=1)
 
 
 class Recalls:
-    """Recall@k of queries against a gallery, over the mesh; compiled once per shape."""
+    """Recall@k of queries against a gallery, over the mesh; compiled once per shape.
 
-    def __init__(self, mesh: Mesh, ks: Sequence[int], batch_size: int):
+    `similarity`: "embedding" (cosine of pooled embeddings) or "tokens" (FILIP's
+    token-wise late interaction; queries and gallery come with their token masks).
+    """
+
+    def __init__(self, mesh: Mesh, ks: Sequence[int], batch_size: int, similarity="embedding"):
         self.mesh, self.ks, self.batch_size = mesh, tuple(ks), batch_size
+        scores = SIMILARITIES[similarity]
 
         def counts(gallery, gallery_owner, batch):
-            hits = hits_at_k(batch["query"], batch["owner"], gallery, gallery_owner, self.ks)
+            hits = hits_at_k(scores(batch, gallery), batch["owner"], gallery_owner, self.ks)
             return jnp.sum(hits * batch["mask"][:, None], axis=0)
 
         self._counts = jax.jit(counts, out_shardings=sharding.replicated(mesh))
 
     def __call__(
         self,
-        queries: np.ndarray,
+        queries: dict[str, np.ndarray],
         query_owner: np.ndarray,
-        gallery: np.ndarray,
+        gallery: dict[str, np.ndarray],
         gallery_owner: np.ndarray,
         desc: str,
     ) -> np.ndarray:
-        """Recall at each k, as fractions of the queries."""
-        g = replicated_rows(gallery, self.mesh)
+        """Recall at each k, as fractions of the queries. `queries` and `gallery` are
+        {"emb": rows} (and "emb_mask" for tokens)."""
+        g = tuple(replicated_rows(a, self.mesh) for a in gallery.values())
         g_owner = replicated_rows(gallery_owner.astype(np.int32), self.mesh)
-        source = ArraySource(query=queries, owner=query_owner.astype(np.int32))
+        arrays = {("query" + k.removeprefix("emb")): v for k, v in queries.items()}
+        source = ArraySource(**arrays, owner=query_owner.astype(np.int32))
         total = np.zeros(len(self.ks))
         for batch in global_batches(source, self.batch_size, self.mesh, desc):
             total += np.asarray(self._counts(g, g_owner, batch))
-        return total / len(queries)
+        return total / len(query_owner)
 
 
 def direction_names(x: str, y: str) -> tuple[str, str]:
@@ -112,32 +158,47 @@ class Retrieval:
         ks: Sequence[int],
         modalities: tuple[str, str] = ("image", "text"),
         tokenizer: Tokenizer | None = None,
+        dims: Sequence[int] = (),
+        similarity: str = "embedding",
     ):
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"Unknown similarity {similarity!r}; use one of {list(SIMILARITIES)}.")
+        if dims and similarity != "embedding":
+            raise ValueError("Matryoshka prefixes (dims) need similarity='embedding'.")
         self.source, self.mesh, self.batch_size, self.ks = source, mesh, batch_size, tuple(ks)
+        self.dims = tuple(dims)
+        kind = "tokens" if similarity == "tokens" else "embedding"
         self.x, self.y = modalities
         self.tokens = None
         if tokenizer is not None:
             captions = source.captions
             self.tokens = np.stack([tokenizer(t) for caps in captions for t in caps])
             self.y_owner = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
-            self._y = Gatherer(embed_fn(model, self.y, key="tokens"), mesh, ("tokens",))
+            self._y = Gatherer(embed_fn(model, self.y, kind, key="tokens"), mesh, ("tokens",))
         else:
             self.y_owner = np.arange(len(source))
-            self._y = Gatherer(embed_fn(model, self.y), mesh, (self.y,))
-        self._x = Gatherer(embed_fn(model, self.x), mesh, (self.x,))
-        self._recalls = Recalls(mesh, self.ks, batch_size)
+            self._y = Gatherer(embed_fn(model, self.y, kind), mesh, (self.y,))
+        self._x = Gatherer(embed_fn(model, self.x, kind), mesh, (self.x,))
+        self._recalls = Recalls(mesh, self.ks, batch_size, similarity)
 
     def run(self, params: Any) -> dict[str, float]:
         bs = self.batch_size
         y_source = self.source if self.tokens is None else ArraySource(tokens=self.tokens)
-        x_emb = self._x(params, self.source, bs, f"retrieval: {self.x}")["emb"]
-        y_emb = self._y(params, y_source, bs, f"retrieval: {self.y}")["emb"]
-        x_owner = np.arange(len(x_emb))
+        x_emb = self._x(params, self.source, bs, f"retrieval: {self.x}")
+        y_emb = self._y(params, y_source, bs, f"retrieval: {self.y}")
+        out = self._both_ways(x_emb, y_emb, "")
+        for m in self.dims:
+            truncated = [{"emb": unit_rows(e["emb"][:, :m])} for e in (x_emb, y_emb)]
+            out |= self._both_ways(*truncated, f"@dim{m}")
+        return out
+
+    def _both_ways(self, x_emb: dict, y_emb: dict, suffix: str) -> dict[str, float]:
+        x_owner = np.arange(len(x_emb["emb"]))
         x2y_name, y2x_name = direction_names(self.x, self.y)
         x2y = self._recalls(x_emb, x_owner, y_emb, self.y_owner, f"retrieval: {x2y_name}")
         y2x = self._recalls(y_emb, self.y_owner, x_emb, x_owner, f"retrieval: {y2x_name}")
-        out = {f"{x2y_name}_recall@{k}": float(r) for k, r in zip(self.ks, x2y)}
-        out.update({f"{y2x_name}_recall@{k}": float(r) for k, r in zip(self.ks, y2x)})
+        out = {f"{x2y_name}_recall@{k}{suffix}": float(r) for k, r in zip(self.ks, x2y)}
+        out.update({f"{y2x_name}_recall@{k}{suffix}": float(r) for k, r in zip(self.ks, y2x)})
         return out
 
 
@@ -151,4 +212,14 @@ def retrieval(c: ml_collections.ConfigDict, context: EvalContext) -> Retrieval:
     text = y in data and data[y].type == "text"
     source = require(build_dataset(c, context.config), "captions" if text else "__len__", c)
     tokenizer = context.tokenizer(y) if text else None
-    return Retrieval(context.model, source, context.mesh, c.batch_size, c.ks, (x, y), tokenizer)
+    return Retrieval(
+        context.model,
+        source,
+        context.mesh,
+        c.batch_size,
+        c.ks,
+        (x, y),
+        tokenizer,
+        c.dims,
+        c.similarity,
+    )

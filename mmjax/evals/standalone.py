@@ -9,7 +9,6 @@ checkpoint's step, under the same names as in-loop evaluations ("zeroshot/top1")
 """
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mmjax import state
+from mmjax import state, storage
 from mmjax.checkpoint import Checkpointer
 from mmjax.evals.registry import EvalContext, build_evaluators, prefixed
 from mmjax.metrics import MetricWriter
@@ -34,9 +33,9 @@ def restore_params(
 ) -> tuple[nn.Module, Any, int]:
     """(model, params on the mesh, step) from `workdir`'s latest or `step`-th checkpoint."""
     built = state.build(config, mesh)
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise NoCheckpointError(f"No checkpoint in {os.path.abspath(directory)}: no such folder.")
+    directory = storage.join(workdir, "checkpoints")
+    if not storage.isdir(directory):
+        raise NoCheckpointError(f"No checkpoint in {storage.absolute(directory)}: no such folder.")
     ckpts = Checkpointer(directory, read_only=True)  # a training run may be saving here
     steps = ckpts.all_steps()
     if not steps or (step and step not in steps):

@@ -27,13 +27,20 @@ from jax.sharding import Mesh
 from mmjax.data.tokenizers import Tokenizer
 from mmjax.evals.batches import ArraySource, Gatherer, global_batches, replicated_rows
 from mmjax.evals.datasets import DATASET_DEFAULTS, build_dataset, require
-from mmjax.evals.features import embed_fn
+from mmjax.evals.features import embed_fn, unit_rows
 from mmjax.evals.registry import COMMON_DEFAULTS, EVALUATORS, EvalContext, with_defaults
 from mmjax.evals.templates import get_templates
-from mmjax.models import Model
+from mmjax.models import Model, l2_normalize
 from mmjax.parallel import sharding
 
-DEFAULTS = dict(**COMMON_DEFAULTS, **DATASET_DEFAULTS, templates="", modality="image", text="text")
+DEFAULTS = dict(
+    **COMMON_DEFAULTS,
+    **DATASET_DEFAULTS,
+    templates="",
+    modality="image",
+    text="text",
+    dims=(),  # Matryoshka: also report top-1 etc. of embeddings truncated to these sizes
+)
 
 
 class ZeroShot:
@@ -50,8 +57,11 @@ class ZeroShot:
         batch_size: int,
         modality: str = "image",
         text: str = "text",
+        dims: Sequence[int] = (),
     ):
+        """`dims`: also score truncated embeddings (Matryoshka prefixes), renormalised."""
         self.source, self.mesh = source, mesh
+        self.dims = tuple(dims)
         self.num_classes, self.num_templates = len(class_names), len(templates)
         self.batch_size = batch_size
         prompts = [t.format(name) for name in class_names for t in templates]
@@ -60,38 +70,49 @@ class ZeroShot:
         self._prompts = Gatherer(embed_fn(model, text, key="tokens"), mesh, ("tokens",))
         self._score = jax.jit(self._score_fn, out_shardings=sharding.replicated(mesh))
 
-    def class_embeddings(self, params: Any) -> jax.Array:
-        """[classes, d] on every device: each class's normalised mean prompt embedding.
+    def class_embeddings(self, params: Any) -> tuple[jax.Array, ...]:
+        """[classes, d] on every device: each class's normalised mean prompt embedding,
+        then one [classes, m] for each prefix m of `dims` (prompts truncated first).
 
         Prompts go through the text tower in batches (ImageNet's 80 templates make
         80,000 prompts), then the means are taken on the host.
         """
         prompts = ArraySource(tokens=self.tokens)
         emb = self._prompts(params, prompts, self.batch_size, "zero-shot: prompts")["emb"]
-        emb = emb.reshape(self.num_classes, self.num_templates, -1).mean(axis=1)
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        return replicated_rows(emb.astype(np.float32), self.mesh)
+        out = []
+        for m in (emb.shape[-1], *self.dims):
+            part = unit_rows(emb[:, :m]).reshape(self.num_classes, self.num_templates, m)
+            out.append(replicated_rows(unit_rows(part.mean(axis=1)), self.mesh))
+        return tuple(out)
 
-    def _score_fn(self, params: Any, classes: jax.Array, batch: dict) -> jax.Array:
-        """[3, classes]: per true class, top-1 hits, top-5 hits and examples."""
-        logits = self._embed(params, batch)["emb"] @ classes.T
+    def _score_fn(self, params: Any, classes: tuple[jax.Array, ...], batch: dict) -> jax.Array:
+        """[prefixes, 3, classes]: per true class, top-1 hits, top-5 hits and examples."""
+        emb = self._embed(params, batch)["emb"]
         labels, mask = batch["label"], batch["mask"]
-        top5 = jax.lax.top_k(logits, min(5, self.num_classes))[1]
-        top1_ok = top5[:, 0] == labels
-        top5_ok = jnp.any(top5 == labels[:, None], axis=-1)
         per_class = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]
-        hits = jnp.stack([top1_ok, top5_ok, jnp.ones_like(top1_ok)]).astype(jnp.float32)
-        return hits @ per_class
+        counts = []
+        for c in classes:
+            logits = l2_normalize(emb[:, : c.shape[-1]]) @ c.T
+            top5 = jax.lax.top_k(logits, min(5, self.num_classes))[1]
+            top1_ok = top5[:, 0] == labels
+            top5_ok = jnp.any(top5 == labels[:, None], axis=-1)
+            hits = jnp.stack([top1_ok, top5_ok, jnp.ones_like(top1_ok)]).astype(jnp.float32)
+            counts.append(hits @ per_class)
+        return jnp.stack(counts)
 
     def run(self, params: Any) -> dict[str, float]:
         classes = self.class_embeddings(params)
-        counts = np.zeros((3, self.num_classes))
+        counts = np.zeros((len(classes), 3, self.num_classes))
         for batch in global_batches(self.source, self.batch_size, self.mesh, "zero-shot"):
             counts += np.asarray(self._score(params, classes, batch))
-        hits1, hits5, n = counts.sum(axis=1)
-        present = counts[2] > 0
-        recall = float(np.mean(counts[0][present] / counts[2][present]))
-        return {"top1": float(hits1 / n), "top5": float(hits5 / n), "mean_per_class_recall": recall}
+        out = {}
+        for suffix, c in zip(["", *(f"@dim{m}" for m in self.dims)], counts):
+            hits1, hits5, n = c.sum(axis=1)
+            present = c[2] > 0
+            out[f"top1{suffix}"] = float(hits1 / n)
+            out[f"top5{suffix}"] = float(hits5 / n)
+            out[f"mean_per_class_recall{suffix}"] = float(np.mean(c[0][present] / c[2][present]))
+        return out
 
 
 @EVALUATORS.register("zeroshot")
@@ -109,4 +130,5 @@ def zeroshot(c: ml_collections.ConfigDict, context: EvalContext) -> ZeroShot:
         c.batch_size,
         c.modality,
         c.text,
+        c.dims,
     )

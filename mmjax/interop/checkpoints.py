@@ -8,7 +8,6 @@ is no iterator position yet, and the loop starts the data from the beginning.
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +17,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mmjax import config as config_lib
-from mmjax import models, state
-from mmjax.checkpoint import Checkpointer
+from mmjax import models, state, storage
+from mmjax.checkpoint import UPGRADE_HINT, Checkpointer
 from mmjax.data.modalities import example_specs
+from mmjax.interop import config_json, two_tower
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 
@@ -29,7 +28,7 @@ Params = dict[str, Any]
 
 
 def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> None:
-    """Sets dotted fields ("model.image.variant"); an unknown field fails (locked config)."""
+    """Sets dotted fields ("model.towers.image.variant"); an unknown field fails (locked)."""
     for key, value in fields.items():
         *parents, leaf = key.split(".")
         target = config
@@ -38,36 +37,21 @@ def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any]) -> 
         target[leaf] = value
 
 
-def _like(default: Any, value: Any) -> Any:
-    """JSON lists back to the tuples the defaults use (e.g. mesh.rules)."""
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(_like(d, v) for d, v in zip(default + (None,) * len(value), value))
-    if default is None and isinstance(value, list):
-        return tuple(_like(None, v) for v in value)
-    return value
-
-
-def _merge(config: ml_collections.ConfigDict, saved: Mapping[str, Any], path: str = "") -> None:
-    for key, value in saved.items():
-        if key not in config:
-            logging.warning("Ignoring %s%s from the saved config: not a field here.", path, key)
-        elif isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, dict):
-            _merge(config[key], value, f"{path}{key}.")
-        else:
-            config[key] = _like(config[key], value)
-
-
 def config_from_json(path: str) -> ml_collections.ConfigDict:
     """A run's `config.json` as a ConfigDict: `config.base()` with the saved values set.
 
     Fields the saved run did not have keep their defaults, which reproduce the behaviour
-    of the code before those fields existed.
+    of the code before those fields existed. A config of the two-tower mmjax (before
+    multi-tower models) fails, saying how to upgrade its workdir.
     """
-    with open(path) as f:
-        saved = json.load(f)
-    config = config_lib.base()
-    _merge(config, saved)
-    return config_lib.lock(config)
+    saved = json.loads(storage.read_text(path))
+    if two_tower.is_two_tower_config(saved):
+        workdir = storage.parent(storage.absolute(path))
+        raise ValueError(f"{path} was " + UPGRADE_HINT.format(workdir=workdir) + ".")
+    config, ignored = config_json.config_from_dict(saved)
+    for field in ignored:
+        logging.warning("Ignoring %s from the saved config: not a field here.", field)
+    return config
 
 
 CONFIG_TEMPLATE = '''r"""mmjax config for open_clip weights imported by tools/convert_open_clip.py.
@@ -107,13 +91,11 @@ def write_config_file(
         assignments="\n".join(lines),
         lr=lr,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
+    storage.write_text(path, text)
 
 
 def _ckpt_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    return storage.join(storage.absolute(workdir), "checkpoints")
 
 
 def _check_tree(params: Params, abstract: Params) -> None:

@@ -35,10 +35,10 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.losses.contrastive import AxisName, gather
-from mmjax.losses.normalize import l2_normalize
 from mmjax.losses.registry import LOSSES
-from mmjax.losses.ring import _ragged_start, block_size, put_rows, varying
-from mmjax.losses.softmax_ring import _finish, _stream
+from mmjax.losses.ring import block_size, put_rows, ragged_start, varying
+from mmjax.losses.softmax_ring import finish_rows, stream_negatives
+from mmjax.normalize import l2_normalize
 
 
 def token_similarities(xq, mxq, yc, myc) -> tuple[jax.Array, jax.Array]:
@@ -62,8 +62,8 @@ class _Block:
 
     def __init__(self, xt, mx, yg, myg, q, c, tile, chunk, offset):
         b, n_cols = xt.shape[0], yg.shape[0]
-        self.q0, row_new = _ragged_start(q, tile, b)
-        self.c0, col_new = _ragged_start(c, chunk, n_cols)
+        self.q0, row_new = ragged_start(q, tile, b)
+        self.c0, col_new = ragged_start(c, chunk, n_cols)
         self.x = jax.lax.dynamic_slice_in_dim(xt, self.q0, tile)
         self.mx = jax.lax.dynamic_slice_in_dim(mx, self.q0, tile)
         self.y = jax.lax.dynamic_slice_in_dim(yg, self.c0, chunk)
@@ -104,10 +104,10 @@ def _forward(xt, yt, mx, my, s, axis_name, tile, chunk):
         rm, rn, rpos, cm, cn, cpos = carry
         blk = _Block(xt, mx, yg, myg, q, c, tile, chunk, offset)
         sim, sim_rev = (s * a for a in token_similarities(blk.x, blk.mx, blk.y, blk.my))
-        row = _stream(
+        row = stream_negatives(
             (blk.rows(rm, tile), blk.rows(rn, tile)), jnp.where(blk.absent, -jnp.inf, sim), 1
         )
-        col = _stream(
+        col = stream_negatives(
             (blk.cols(cm, chunk), blk.cols(cn, chunk)), jnp.where(blk.absent, -jnp.inf, sim_rev), 0
         )
         # Positives from the block itself, bit-identical to what the statistics saw.
@@ -129,7 +129,7 @@ def _forward(xt, yt, mx, my, s, axis_name, tile, chunk):
     shift = jnp.where(jnp.isfinite(top), top, 0.0)
     cn = jax.lax.psum(cn * jnp.exp(cm - shift), axis_name)
     # The positive of column j is the pair (x_j, y_j), scored on the device that holds both.
-    return _finish((rm, rn), rpos), _finish((top, cn), gather(cpos, axis_name))
+    return finish_rows((rm, rn), rpos), finish_rows((top, cn), gather(cpos, axis_name))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.losses.contrastive import AxisName
-from mmjax.losses.normalize import l2_normalize
 from mmjax.losses.registry import LOSSES, get_loss
+from mmjax.normalize import l2_normalize
 
 
 def mrl_dims(width: int) -> tuple[int, ...]:

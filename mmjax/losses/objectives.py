@@ -30,7 +30,8 @@ TERM_DEFAULTS = dict(
     temperature_init=math.log(1 / 0.07),  # scale = exp(t), CLIP's 1/0.07 at start
     max_scale=100.0,  # t is clamped to [0, log max_scale] after each update (open_clip)
     bias_init=None,  # float: a learned logit bias (SigLIP: -10); None: no bias
-    labels="",  # batch key of integer labels for both modalities (multi-positive losses)
+    labels="",  # batch key of integer labels of both sides (multi-positive, masked targets);
+    # "@example": each example its own class (its K captions or views are its positives)
     x_labels="",  # per-side overrides of `labels`
     y_labels="",
 )
@@ -57,8 +58,28 @@ class Term:
         return key
 
 
+EXAMPLE = "@example"  # `labels=EXAMPLE`: each example its own class (1-to-K captions, views)
+
+
+def rows(embedding: jax.Array) -> jax.Array:
+    """[B, d], or [B, K, d] (K rows per example: captions, views) -> [B * K, d]."""
+    return embedding.reshape(-1, embedding.shape[-1])
+
+
 def _labels(side: str):
-    return lambda term, outputs, batch: batch[term.label_key(side)]
+    """A side's labels, one per row: the batch's labels (or the example index for
+    `EXAMPLE`), repeated for modalities with K rows per example."""
+
+    def get(term: "Term", outputs: "Outputs", batch: Mapping[str, jax.Array]) -> jax.Array:
+        embedding = outputs[getattr(term, side)]["embedding"]
+        key = term.label_key(side)
+        if key == EXAMPLE:
+            labels = jnp.arange(embedding.shape[0], dtype=jnp.int32)
+        else:
+            labels = batch[key].astype(jnp.int32)
+        return jnp.repeat(labels, math.prod(embedding.shape[1:-1]))
+
+    return get
 
 
 def _output(side: str, key: str, stop_gradient: bool = False):
@@ -78,8 +99,8 @@ INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     "x_token_mask": _output("x", "token_mask"),
     "y_token_mask": _output("y", "token_mask"),
     # The current step's embeddings, without gradient (soft targets' "teacher").
-    "x_teacher": _output("x", "embedding", stop_gradient=True),
-    "y_teacher": _output("y", "embedding", stop_gradient=True),
+    "x_teacher": lambda *a: rows(_output("x", "embedding", stop_gradient=True)(*a)),
+    "y_teacher": lambda *a: rows(_output("y", "embedding", stop_gradient=True)(*a)),
 }
 TOKEN_INPUTS = ("x_tokens", "y_tokens", "x_token_mask", "y_token_mask")
 
@@ -149,7 +170,7 @@ class Objective:
         keys = []
         for t in self.terms:
             for side in ("x", "y"):
-                if f"{side}_labels" in t.loss.inputs:
+                if f"{side}_labels" in t.loss.inputs and t.label_key(side) != EXAMPLE:
                     keys.append(t.label_key(side))
         return tuple(dict.fromkeys(keys))
 
@@ -165,7 +186,7 @@ class Objective:
         for t in self.terms:
             scale, bias = logits[t.name]
             inputs = {i: INPUTS[i](t, outputs, batch) for i in t.loss.inputs}
-            x, y = outputs[t.x]["embedding"], outputs[t.y]["embedding"]
+            x, y = rows(outputs[t.x]["embedding"]), rows(outputs[t.y]["embedding"])
             loss, m = self._sharded[t.name](x, y, scale, bias, **inputs)
             total = total + t.weight * loss
             named = rename(m, t.x, t.y)

@@ -40,7 +40,7 @@ def block_size(option: str, value: int, local_batch: int) -> int:
     return min(value, local_batch)
 
 
-def _ragged_start(index: jax.Array, size: int, total: int) -> tuple[jax.Array, jax.Array | None]:
+def ragged_start(index: jax.Array, size: int, total: int) -> tuple[jax.Array, jax.Array | None]:
     """Start of block `index` and, if `size` does not divide `total`, which rows are new."""
     start = jnp.minimum(index * size, total - size)
     if total % size == 0:
@@ -77,7 +77,7 @@ def ring_fold(
     perm = [(i, (i + 1) % n_dev) for i in range(n_dev)]
 
     def chunk_body(c: jax.Array, carry: Carry) -> Carry:
-        c0, col_new = _ragged_start(c, chunk, n_cols)
+        c0, col_new = ragged_start(c, chunk, n_cols)
         travel = depart(carry, c0)
 
         def stop_body(k: jax.Array, state: tuple[Carry, Travel]) -> tuple[Carry, Travel]:
@@ -88,7 +88,7 @@ def ring_fold(
             ahead = jax.lax.ppermute(state[1][0], axis_name, perm) if n_dev > 1 else None
 
             def tile_body(q: jax.Array, state: tuple[Carry, Travel]) -> tuple[Carry, Travel]:
-                q0, row_new = _ragged_start(q, tile, local_batch)
+                q0, row_new = ragged_start(q, tile, local_batch)
                 rows = me * local_batch + q0 + jnp.arange(tile)
                 valid = None
                 if row_new is not None or col_new is not None:
@@ -113,7 +113,7 @@ def scale_in_place(x: jax.Array, factor: jax.Array, block: int) -> jax.Array:
     n = x.shape[0]
 
     def body(i: jax.Array, x: jax.Array) -> jax.Array:
-        start, new = _ragged_start(i, block, n)
+        start, new = ragged_start(i, block, n)
         rows = jax.lax.dynamic_slice_in_dim(x, start, block)
         scaled = rows * factor if new is None else jnp.where(new[:, None], rows * factor, rows)
         return put_rows(x, start, scaled)

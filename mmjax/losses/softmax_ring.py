@@ -29,7 +29,7 @@ from mmjax.losses.ring import (
 Stats = tuple[jax.Array, jax.Array]  # (max over negatives, sum of exp(negative - max))
 
 
-def _stream(stats: Stats, neg: jax.Array, axis: int) -> Stats:
+def stream_negatives(stats: Stats, neg: jax.Array, axis: int) -> Stats:
     """Streams one block of logits (-inf where not a negative) into running stats."""
     m, n = stats
     m_new = jnp.maximum(m, neg.max(axis))
@@ -38,7 +38,7 @@ def _stream(stats: Stats, neg: jax.Array, axis: int) -> Stats:
     return m_new, n * jnp.exp(m - shift) + e
 
 
-def _finish(stats: Stats, pos: jax.Array):
+def finish_rows(stats: Stats, pos: jax.Array):
     """Per-row loss and correctness, and what the backward pass needs: a safe max, `coef`
     with p_ij = exp(l_ij - max) * coef for the negatives, and `sig` = 1 - p_ii."""
     m, n = stats
@@ -61,11 +61,11 @@ def _forward(x: jax.Array, y: jax.Array, s: jax.Array, axis_name: AxisName, tile
         neg = jnp.where(absent, -jnp.inf, logits)
         mine = (jax.lax.dynamic_slice_in_dim(a, t.start, tile) for a in (rm, rn, pos))
         mm, mn, mp = mine
-        mm, mn = _stream((mm, mn), neg, axis=1)
+        mm, mn = stream_negatives((mm, mn), neg, axis=1)
         # The positive is taken from the block itself, bit-identical to what the max saw.
         mp = mp + jnp.where(pos_mask, logits, 0.0).sum(1)
         rm, rn, pos = (put_rows(a, t.start, u) for a, u in zip((rm, rn, pos), (mm, mn, mp)))
-        return (rm, rn, pos, cm, cn), (yc, *_stream((tm, tn), neg, axis=0))
+        return (rm, rn, pos, cm, cn), (yc, *stream_negatives((tm, tn), neg, axis=0))
 
     def depart(carry, c0):
         return tuple(jax.lax.dynamic_slice_in_dim(a, c0, chunk) for a in (y, *carry[3:]))
@@ -79,7 +79,7 @@ def _forward(x: jax.Array, y: jax.Array, s: jax.Array, axis_name: AxisName, tile
         tile_fn, carry, depart, arrive, local_batch=b, tile=tile, chunk=chunk, axis_name=axis_name
     )
     # Text i's positive is image i's: the same pair, on this same device.
-    return _finish((rm, rn), pos), _finish((cm, cn), pos)
+    return finish_rows((rm, rn), pos), finish_rows((cm, cn), pos)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

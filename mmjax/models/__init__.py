@@ -1,6 +1,6 @@
 """Towers by modality (registry: `config.model.towers.<modality>.type`) and the model."""
 
-from mmjax.models import text, vit  # noqa: F401  (register tower types)
+from mmjax.models import audio, text, timeseries, video, vit  # noqa: F401  (register tower types)
 from mmjax.models.model import OBJECTIVES_KEY, Model, build_model, clamp_temperatures
 from mmjax.models.registry import TOWERS, register_tower, tower_defaults
 from mmjax.models.tower import Tokens, Tower, l2_normalize

@@ -98,8 +98,24 @@ class Model(nn.Module):
         train: bool = False,
         with_tokens: bool = False,
     ) -> dict[str, jax.Array]:
-        """One modality's outputs: "features", "embedding" (and "tokens", "token_mask")."""
-        return self.tower_of(modality)(x, keys=keys, train=train, with_tokens=with_tokens)
+        """One modality's outputs: "features", "embedding" (and "tokens", "token_mask").
+
+        An input with one more leading axis than the tower's examples ([B, K, ...]: K
+        captions of each example) goes through the tower as B*K examples, each with its own
+        key, and its outputs keep the [B, K, ...] layout.
+        """
+        tower = self.tower_of(modality)
+        extra = x.ndim - 1 - getattr(tower.stem, "example_rank", x.ndim - 1)
+        if extra <= 0:
+            return tower(x, keys=keys, train=train, with_tokens=with_tokens)
+        lead = x.shape[: 1 + extra]
+        flat = x.reshape(-1, *x.shape[1 + extra :])
+        if keys is not None:  # example i's k-th row draws from fold_in(key_i, k)
+            rows = jnp.arange(math.prod(lead[1:]))
+            fold = lambda key: jax.vmap(lambda j: jax.random.fold_in(key, j))(rows)
+            keys = jax.vmap(fold)(keys).reshape(-1)
+        out = tower(flat, keys=keys, train=train, with_tokens=with_tokens)
+        return {k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}
 
     def embed(self, modality: str, x: jax.Array) -> jax.Array:
         """The normalised joint-space embedding of `x` (evaluation)."""
@@ -108,6 +124,12 @@ class Model(nn.Module):
     def features(self, modality: str, x: jax.Array) -> jax.Array:
         """The pooled features before the projection (linear probes, kNN)."""
         return self.encode(modality, x)["features"]
+
+    def token_embeddings(self, modality: str, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(every token projected and normalised [B, N, d], token mask [B, N]): token-wise
+        similarities (FILIP) at evaluation."""
+        out = self.encode(modality, x, with_tokens=True)
+        return out["tokens"], out["token_mask"]
 
     def logit_params(self) -> dict[str, tuple[jax.Array, jax.Array]]:
         """{term: (scale, bias)}."""

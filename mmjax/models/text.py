@@ -1,5 +1,7 @@
 """Text Transformer tower (Radford et al. 2021)."""
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,8 @@ class TextStem(nn.Module):
     `causal=False` with `pool="last"` is a bidirectional encoder that masks padding
     (id `pad_id`) and takes the last non-padding token.
     """
+
+    example_rank: ClassVar[int] = 1  # one example is [L] token ids
 
     width: int
     vocab_size: int

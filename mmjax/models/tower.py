@@ -15,12 +15,19 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax.models import layers
+from mmjax.normalize import l2_normalize
 
 POOLS = ("cls", "gap", "map", "index")
 
 
 class Tokens(NamedTuple):
-    """What a stem hands to the encoder."""
+    """What a stem hands to the encoder.
+
+    `mask` says which tokens are real (not padding): pooling and token-wise outputs use it,
+    and a bidirectional encoder's attention ignores the others. A causal encoder (CLIP's
+    text tower) attends by position alone, as open_clip does: padding comes after the
+    pooled end token, and a real token that happens to have the padding id still counts.
+    """
 
     x: jax.Array  # [B, N, W], position embeddings added
     mask: jax.Array | None = None  # [B, N] True for real tokens; None: all are
@@ -28,21 +35,14 @@ class Tokens(NamedTuple):
     pool_index: jax.Array | None = None  # [B] the token pool="index" takes (text EOT)
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    x = x.astype(jnp.float32)
-    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
-
-
 def attention_mask(t: Tokens) -> jax.Array | None:
-    """[B, 1, N, N] bool from the stem's padding mask and causality, or None for full."""
+    """[B, 1, N, N] bool: causal by position, or the padding mask, or None for full."""
     n = t.x.shape[1]
-    mask = None
     if t.causal:
-        mask = jnp.tril(jnp.ones((n, n), bool))[None, None]
+        return jnp.tril(jnp.ones((n, n), bool))[None, None]
     if t.mask is not None:
-        pad = t.mask[:, None, :, None] & t.mask[:, None, None, :]
-        mask = pad if mask is None else mask & pad
-    return mask
+        return t.mask[:, None, :, None] & t.mask[:, None, None, :]
+    return None
 
 
 class Tower(nn.Module):

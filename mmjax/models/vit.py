@@ -1,6 +1,7 @@
 """Vision Transformer image tower (Dosovitskiy et al. 2021), as used by CLIP and SigLIP."""
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -39,6 +40,13 @@ VIT_SIZES: dict[str, ViTSize] = {
 }
 
 
+def vit_size(name: str) -> ViTSize:
+    """A size by name ("B"): for towers whose patches are set by their own fields."""
+    if name not in VIT_SIZES:
+        raise ValueError(f"Unknown ViT size {name!r}; known: {', '.join(VIT_SIZES)}.")
+    return VIT_SIZES[name]
+
+
 def decode_variant(variant: str) -> tuple[ViTSize, int]:
     """ "B/16" -> (the B size, patch 16)."""
     name, _, patch = variant.partition("/")
@@ -75,6 +83,8 @@ class PatchStem(nn.Module):
     LayerNorm CLIP applies before the blocks, as in open_clip / OpenAI.
     """
 
+    example_rank: ClassVar[int] = 3  # one example is [H, W, 3]
+
     width: int
     patch_size: int
     cls_token: bool = True
@@ -106,18 +116,22 @@ class PatchStem(nn.Module):
         return Tokens(add_position_embeddings(self, x, self.cls_token, self.pre_norm))
 
 
+def prepend_class_token(module: nn.Module, x: jax.Array) -> jax.Array:
+    """[B, N, W] -> [B, N + 1, W]: a learned class token (`cls`, zero-initialised) first."""
+    batch, _, width = x.shape
+    cls = module.param("cls", layers.zeros_init((None, None, "embed")), (1, 1, width), jnp.float32)
+    return jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
+
+
 def add_position_embeddings(
     module: nn.Module, x: jax.Array, cls_token: bool, pre_norm: bool
 ) -> jax.Array:
     """[B, N, W] patch tokens -> [B, N(+1), W]: class token first, learned position
     embeddings (`pos_embed`, std width^-0.5) added, then `ln_pre` if asked. Shared by the
     stems of patch-based towers; parameters are created in `module`'s scope."""
-    batch, _, width = x.shape
+    width = x.shape[-1]
     if cls_token:
-        cls = module.param(
-            "cls", layers.zeros_init((None, None, "embed")), (1, 1, width), jnp.float32
-        )
-        x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
+        x = prepend_class_token(module, x)
     pos = module.param(
         "pos_embed",
         nn.with_logical_partitioning(nn.initializers.normal(width**-0.5), (None, None, "embed")),

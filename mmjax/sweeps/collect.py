@@ -6,13 +6,14 @@ killed at any point before the end is not finished, and a re-run resumes it.
 """
 
 import csv
+import io
 import json
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from mmjax import optim
+from mmjax import checkpoint, optim, storage
+from mmjax.storage import PathLike
 from mmjax.sweeps import flops
 
 WALL_FILE = "sweep_wall.json"  # written by tools/sweep.py: seconds the run took here
@@ -43,27 +44,22 @@ COLUMNS = [
 ]
 
 
-def final_metrics(workdir: Path) -> tuple[int, dict[str, float]]:
+def final_metrics(workdir: PathLike) -> tuple[int, dict[str, float]]:
     """(last step, the last value of every metric) from a workdir's metrics.jsonl."""
-    path = workdir / "metrics.jsonl"
     step, merged = 0, {}
-    if not path.exists():
-        return step, merged
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            step = max(step, record.pop("step"))
-            merged.update(record)
+    for line in storage.iter_lines(storage.join(workdir, "metrics.jsonl")):
+        record = json.loads(line)
+        step = max(step, record.pop("step"))
+        merged.update(record)
     return step, merged
 
 
-def latest_checkpoint(workdir: Path) -> int | None:
-    """The newest complete checkpoint step (Orbax's temporary folders ignored)."""
-    steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
-    return max(steps, default=None)
+def latest_checkpoint(workdir: PathLike) -> int | None:
+    """The newest complete checkpoint step (interrupted saves ignored)."""
+    return max(checkpoint.finished_steps(storage.join(workdir, "checkpoints")), default=None)
 
 
-def is_finished(workdir: Path, total_steps: int) -> bool:
+def is_finished(workdir: PathLike, total_steps: int) -> bool:
     step, _ = final_metrics(workdir)
     return step >= total_steps and latest_checkpoint(workdir) == total_steps
 
@@ -79,11 +75,17 @@ def _model_name(config: ml_collections.ConfigDict) -> str:
     return "+".join(parts)
 
 
-def row(name: str, workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def wall_seconds(workdir: PathLike) -> float | None:
+    """The training time tools/sweep.py recorded for a run, if any."""
+    path = storage.join(workdir, WALL_FILE)
+    return json.loads(storage.read_text(path))["wall_s"] if storage.exists(path) else None
+
+
+def row(name: str, workdir: PathLike, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """One table row for a finished run."""
     _, metrics = final_metrics(workdir)
     samples = config.total_steps * config.batch_size
-    wall_path = workdir / WALL_FILE
+    wall = wall_seconds(workdir)
     out = {
         "run": name,
         "model": _model_name(config),
@@ -98,14 +100,15 @@ def row(name: str, workdir: Path, config: ml_collections.ConfigDict) -> dict[str
         "lr": optim.peak_lr(config),
         "warmup_steps": config.schedule.warmup_steps,
         "steps": config.total_steps,
-        "wall_s": json.loads(wall_path.read_text())["wall_s"] if wall_path.exists() else "",
+        "wall_s": "" if wall is None else wall,
     }
     return out
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+def write_csv(path: PathLike, rows: list[dict[str, Any]]) -> None:
+    """The table as CSV, local or in a bucket."""
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_text(path, out.getvalue())

@@ -2,14 +2,13 @@
 
 import json
 import logging
-import os
 
 import flax.linen as nn
 import jax
 import ml_collections
 
 from mmjax import config as config_lib
-from mmjax import evals, losses, state
+from mmjax import evals, losses, state, storage
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import modalities, pipeline
@@ -78,21 +77,17 @@ def counted_step_flops(config: ml_collections.ConfigDict, workdir: str) -> flops
         sort_keys=True,
         default=str,
     )
-    path = os.path.join(workdir, "step_flops.json")
+    path = storage.join(workdir, "step_flops.json")
     try:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = json.loads(storage.read_text(path))
         if saved["key"] == key:
             return flops.StepFlops(saved["model"], saved["recompute"])
     except (OSError, ValueError, KeyError):
         pass
     counted = flops.step_flops(config)
     if jax.process_index() == 0:
-        try:
-            with open(path, "w") as f:
-                json.dump({"key": key, "model": counted.model, "recompute": counted.recompute}, f)
-        except OSError:  # a workdir open() cannot write (gs://): count again next time
-            pass
+        record = {"key": key, "model": counted.model, "recompute": counted.recompute}
+        storage.write_text(path, json.dumps(record))
     return counted
 
 
@@ -142,7 +137,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
     """
     mesh = mesh_lib.make_mesh(config.mesh)
     config_lib.check(config, jax.device_count(), jax.process_count())
-    workdir_lib.prepare(workdir, config, overwrite)
+    record = workdir_lib.prepare(workdir, config, overwrite)  # config.json: at commit()
     compile_cache.enable(config.compile_cache_dir, workdir)
     logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
@@ -157,7 +152,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         data_iter = pipeline.train_iterator(data_config, jax.process_index(), jax.process_count())
         compiled = None if streaming else compile_step(config, mesh, built, objective)
 
-        ckpt_dir = os.path.join(workdir, "checkpoints")
+        ckpt_dir = storage.join(workdir, "checkpoints")
         ckpt = Checkpointer(ckpt_dir, config.ckpt_every, config.keep_ckpts)
         per_step = config.accum_steps if streaming else 1
         train_state, start = restore_or_init(ckpt, config, built, data_iter, per_step)
@@ -177,6 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
         watcher = preemption.PreemptionWatcher(config.preemption_check_every)
         last: dict[str, float] = {}
         end = min(config.stop_at_step or config.total_steps, config.total_steps)
+        record.commit()  # the run has started: a failure before here leaves no record
         logging.info("Training from step %d to %d.", start, end)
         # The next batches go to the devices while a step runs; its state is that of the
         # batch last taken, so checkpoints of `run.data` resume exactly (train/prefetch.py).

@@ -7,6 +7,7 @@ torch-layout arrays; mmjax holds the same numbers in Flax layout, layers stacked
 
 from mmjax.interop.open_clip.arch import (
     CLIP_VOCAB_SIZE,
+    TERM,
     Arch,
     Params,
     StateDict,
@@ -17,6 +18,8 @@ from mmjax.interop.open_clip.arch import (
     model_cfg_from_name_or_file,
     open_clip_config_json,
     open_clip_model_cfg,
+    open_clip_term,
+    preprocess_cfg_from_name_or_file,
 )
 from mmjax.interop.open_clip.files import load_state_dict, save_state_dict
 from mmjax.interop.open_clip.weights import (
@@ -28,6 +31,7 @@ from mmjax.interop.open_clip.weights import (
 
 __all__ = [
     "CLIP_VOCAB_SIZE",
+    "TERM",
     "Arch",
     "Params",
     "StateDict",
@@ -40,7 +44,9 @@ __all__ = [
     "model_cfg_from_name_or_file",
     "open_clip_config_json",
     "open_clip_model_cfg",
+    "open_clip_term",
     "params_from_state_dict",
+    "preprocess_cfg_from_name_or_file",
     "save_state_dict",
     "state_dict_from_params",
     "state_dict_shapes",

@@ -10,10 +10,13 @@ is a transpose or a reshape, so a round trip is bitwise exact.
 
 Both sides' architecture options meet in `Arch`: `arch_from_open_clip` reads open_clip's
 model config (the JSON of `open_clip/model_configs/`), `arch_from_mmjax` reads an mmjax
-config. Whatever one side cannot express exactly fails with the option's name instead of
-converting into a different model. The one approximation: a patch-embedding bias (mmjax
-models trained with `model.image.patch_bias=True`; open_clip has none) is folded into the
-position embeddings of the patch tokens on export, which is exact up to float rounding.
+config. open_clip's CLIP is one mmjax shape only: an image tower named "image" (type vit),
+a text tower named "text" (type text), and one objective term between them, whose t and b
+are open_clip's `logit_scale` and `logit_bias`. Whatever one side cannot express exactly
+fails with the option's name instead of converting into a different model. The one
+approximation: a patch-embedding bias (mmjax models trained with
+`model.towers.image.patch_bias=True`; open_clip has none) is folded into the position
+embeddings of the patch tokens on export, which is exact up to float rounding.
 
 torch is imported only to read or write `.pt` / `.bin` files; `.safetensors` needs only
 the `safetensors` package.
@@ -30,8 +33,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data.tokenizers import TOKENIZERS
-from mmjax.models.vit import VIT_SIZES, decode_variant
-from mmjax.train.step import CLIP_MEAN, CLIP_STD
+from mmjax.models.vit import CLIP_MEAN, CLIP_STD, VIT_SIZES, decode_variant
 
 StateDict = dict[str, np.ndarray]
 Params = dict[str, Any]
@@ -60,6 +62,9 @@ class Arch:
     vocab_size: int
     text_proj_bias: bool
     logit_bias: float | None  # SigLIP's learned bias; its init value when creating the model
+    # The image normalisation the weights expect (open_clip's preprocess_cfg; CLIP's default).
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
 
     @property
     def grid(self) -> int:
@@ -131,12 +136,17 @@ _FIXED = {
         pool_type="argmax",
         proj_type="linear",
         hf_model_name=None,
-        # Another tokenizer than CLIP's BPE (mmjax's data.tokenizer="clip_bpe").
+        # Another tokenizer than CLIP's BPE (mmjax's data.modalities.text.tokenizer="clip_bpe").
         hf_tokenizer_name=None,
         tokenizer_mode=None,
         tokenizer_kwargs=None,
     ),
 }
+
+
+def _json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def model_cfg_from_name_or_file(name_or_path: str) -> dict:
@@ -146,8 +156,7 @@ def model_cfg_from_name_or_file(name_or_path: str) -> dict:
     `open_clip_config.json` holding one under "model_cfg".
     """
     if os.path.isfile(name_or_path):
-        with open(name_or_path) as f:
-            cfg = json.load(f)
+        cfg = _json(name_or_path)
         return dict(cfg.get("model_cfg", cfg))
     base = name_or_path.removesuffix("-quickgelu")
     if base not in MODEL_CONFIGS:
@@ -158,6 +167,21 @@ def model_cfg_from_name_or_file(name_or_path: str) -> dict:
         )
     cfg = {**MODEL_CONFIGS[base], "quick_gelu": name_or_path != base}
     return {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+
+
+def preprocess_cfg_from_name_or_file(name_or_path: str) -> dict:
+    """The "preprocess_cfg" of an `open_clip_config.json`; {} otherwise (open_clip then
+    normalises with OpenAI's mean and std, as it does for the built-in names)."""
+    if os.path.isfile(name_or_path):
+        return dict(_json(name_or_path).get("preprocess_cfg", {}))
+    return {}
+
+
+def _per_channel(value: Any, default: tuple[float, ...]) -> tuple[float, ...]:
+    if value is None:
+        return default
+    values = tuple(float(v) for v in (value if isinstance(value, list | tuple) else [value]))
+    return values * 3 if len(values) == 1 else values
 
 
 def _check_fields(model_cfg: Mapping[str, Any]) -> None:
@@ -181,9 +205,15 @@ def _mlp_dim(width: int, ratio: float) -> int:
     return int(width * ratio)  # as open_clip's ResidualAttentionBlock computes it
 
 
-def arch_from_open_clip(model_cfg: Mapping[str, Any]) -> Arch:
-    """The architecture an open_clip model config describes; fails on what mmjax lacks."""
+def arch_from_open_clip(
+    model_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any] | None = None
+) -> Arch:
+    """The architecture an open_clip model config describes; fails on what mmjax lacks.
+
+    `preprocess_cfg` (of an `open_clip_config.json`) gives the image mean and std.
+    """
     _check_fields(model_cfg)
+    preprocess = preprocess_cfg or {}
     v = {**_VISION_DEFAULTS, **model_cfg.get("vision_cfg", {})}
     t = {**_TEXT_DEFAULTS, **model_cfg.get("text_cfg", {})}
     size = v["image_size"]
@@ -213,6 +243,8 @@ def arch_from_open_clip(model_cfg: Mapping[str, Any]) -> Arch:
         vocab_size=t["vocab_size"],
         text_proj_bias=bool(t.get("proj_bias", False)),
         logit_bias=None if bias is None else float(bias),
+        mean=_per_channel(preprocess.get("mean"), CLIP_MEAN),
+        std=_per_channel(preprocess.get("std"), CLIP_STD),
     )
 
 
@@ -257,16 +289,25 @@ def open_clip_model_cfg(arch: Arch) -> dict:
 def open_clip_config_json(arch: Arch) -> dict:
     """The `open_clip_config.json` that `open_clip.create_model("local-dir:DIR")` reads.
 
-    The preprocessing is mmjax's: the image normalisation of `mmjax.train.step`.
+    The preprocessing is the model's: its image tower's mean and std.
     """
     return dict(
         model_cfg=open_clip_model_cfg(arch),
-        preprocess_cfg=dict(mean=list(CLIP_MEAN), std=list(CLIP_STD)),
+        preprocess_cfg=dict(mean=list(arch.mean), std=list(arch.std)),
     )
 
 
+# ------------------------------------------------------------------------ the mmjax side
+
+# The one shape of mmjax model open_clip's CLIP is: tower names and types, and the term.
+IMAGE, TEXT = "image", "text"
+TOWER_TYPES = {IMAGE: "vit", TEXT: "text"}
+TERM = "image_text"  # the image-text term of config.base(), which imports fill
+
+
 def _vit_variant(image: Tower, patch: int) -> dict[str, Any]:
-    """`model.image.*` fields: a named size when one matches, explicit sizes otherwise."""
+    """`model.towers.image.*` fields: a named size when one matches, explicit sizes otherwise."""
+    prefix = f"model.towers.{IMAGE}"
     for name, size in VIT_SIZES.items():
         if (size.width, size.depth, size.mlp_dim, size.num_heads) == (
             image.width,
@@ -274,89 +315,134 @@ def _vit_variant(image: Tower, patch: int) -> dict[str, Any]:
             image.mlp_dim,
             image.num_heads,
         ):
-            return {"model.image.variant": f"{name}/{patch}"}
+            return {f"{prefix}.variant": f"{name}/{patch}"}
     return {
-        "model.image.variant": f"B/{patch}",
-        "model.image.width": image.width,
-        "model.image.depth": image.depth,
-        "model.image.mlp_dim": image.mlp_dim,
-        "model.image.num_heads": image.num_heads,
+        f"{prefix}.variant": f"B/{patch}",
+        f"{prefix}.width": image.width,
+        f"{prefix}.depth": image.depth,
+        f"{prefix}.mlp_dim": image.mlp_dim,
+        f"{prefix}.num_heads": image.num_heads,
     }
 
 
 def mmjax_fields(arch: Arch) -> dict[str, Any]:
-    """Dotted mmjax config fields that build `arch` (for `--config.x=y` or a config file).
+    """Dotted fields of `config.base()` that build `arch` (for `--config.x=y` or a file).
 
     With them goes CLIP's BPE tokenizer, the ids open_clip's weights were trained on
-    (for its 49,408-token vocabulary; a toy vocabulary keeps mmjax's default tokenizer).
+    (for its 49,408-token vocabulary; a toy vocabulary keeps mmjax's default tokenizer),
+    and, for weights with a logit bias (SigLIP), the sigmoid loss that learns it.
     """
+    image, text, term = f"model.towers.{IMAGE}", f"model.towers.{TEXT}", f"objectives.{TERM}"
     fields = {
-        "model.name": "two_tower",
         "model.embed_dim": arch.embed_dim,
         "model.act": "quick_gelu" if arch.quick_gelu else "gelu",
         "model.proj_bias": arch.text_proj_bias,
-        "model.bias_init": arch.logit_bias,
         **_vit_variant(arch.image, arch.patch_size),
-        "model.image.pool": "cls",
-        "model.image.pre_norm": arch.pre_norm,
-        "model.image.patch_bias": False,
-        "model.text.width": arch.text.width,
-        "model.text.depth": arch.text.depth,
-        "model.text.mlp_dim": arch.text.mlp_dim,
-        "model.text.num_heads": arch.text.num_heads,
-        "model.text.vocab_size": arch.vocab_size,
-        "model.text.context_length": arch.context_length,
-        "model.text.causal": True,
-        "model.text.pool": "eot",
-        "data.image_size": arch.image_size,
+        f"{image}.pool": "cls",
+        f"{image}.pre_norm": arch.pre_norm,
+        f"{image}.patch_bias": False,
+        f"{image}.mean": tuple(arch.mean),
+        f"{image}.std": tuple(arch.std),
+        f"{text}.width": arch.text.width,
+        f"{text}.depth": arch.text.depth,
+        f"{text}.mlp_dim": arch.text.mlp_dim,
+        f"{text}.num_heads": arch.text.num_heads,
+        f"{text}.vocab_size": arch.vocab_size,
+        f"{text}.context_length": arch.context_length,
+        f"{text}.causal": True,
+        f"{text}.pool": "eot",
+        f"{term}.bias_init": arch.logit_bias,
+        f"data.modalities.{IMAGE}.size": arch.image_size,
     }
+    if arch.logit_bias is not None:
+        fields[f"{term}.loss"] = "sigmoid"
     if arch.vocab_size == CLIP_VOCAB_SIZE:
         if "clip_bpe" in TOKENIZERS:
-            fields["data.tokenizer"] = "clip_bpe"
+            fields[f"data.modalities.{TEXT}.tokenizer"] = "clip_bpe"
         else:
             logging.warning("No clip_bpe tokenizer in mmjax.data: text ids will not match.")
     return fields
 
 
-def arch_from_mmjax(config: ml_collections.ConfigDict) -> Arch:
-    """The open_clip-expressible architecture of an mmjax config (model and data.image_size)."""
-    m = config.model
+def open_clip_term(config: ml_collections.ConfigDict) -> str:
+    """The name of the objective term whose t and b are open_clip's logit scale and bias."""
+    _check_mmjax_shape(config)
+    return next(iter(config.objectives))
+
+
+def _check_mmjax_shape(config: ml_collections.ConfigDict) -> None:
+    """Fails unless the model is open_clip's shape: towers image (vit) and text (text),
+    and one objective term between them."""
     problems = []
-    if m.name != "two_tower":
-        problems.append(f"model.name={m.name!r} (only two_tower)")
+    towers = config.model.towers
+    if sorted(towers) != sorted(TOWER_TYPES):
+        problems.append(
+            f"model.towers={sorted(towers)} (open_clip's CLIP has two towers: an image ViT"
+            f" named {IMAGE!r} and a text Transformer named {TEXT!r})"
+        )
+    for name, kind in TOWER_TYPES.items():
+        if name in towers and towers[name].type != kind:
+            problems.append(f"model.towers.{name}.type={towers[name].type!r} ({kind!r} only)")
+        if name in towers and towers[name].share:
+            problems.append(f"model.towers.{name}.share={towers[name].share!r} (no sharing)")
+    terms = {name: tuple(t.modalities) for name, t in config.objectives.items()}
+    if len(terms) != 1 or sorted(next(iter(terms.values()))) != sorted(TOWER_TYPES):
+        problems.append(
+            f"objectives={terms} (open_clip's CLIP has one logit scale and bias: exactly one"
+            f" term, between {IMAGE!r} and {TEXT!r})"
+        )
+    if IMAGE not in config.data.modalities:
+        problems.append(f"data.modalities has no {IMAGE!r} (the image size comes from it)")
+    if problems:
+        raise ValueError("mmjax models open_clip cannot express: " + "; ".join(problems))
+
+
+def arch_from_mmjax(config: ml_collections.ConfigDict) -> Arch:
+    """The open_clip-expressible architecture of an mmjax config (its towers, its one
+    term, and data.modalities.image.size)."""
+    term = config.objectives[open_clip_term(config)]
+    m = config.model
+    image, text = m.towers[IMAGE], m.towers[TEXT]
+    problems = []
     if m.act not in ("gelu", "quick_gelu"):
         problems.append(f"model.act={m.act!r} (gelu or quick_gelu)")
-    if m.image.pool != "cls":
-        problems.append(f"model.image.pool={m.image.pool!r} (open_clip pools the class token)")
-    if not m.text.causal or m.text.pool != "eot":
+    if image.pool != "cls":
         problems.append(
-            f"model.text.causal={m.text.causal}, pool={m.text.pool!r} (causal with eot)"
+            f"model.towers.{IMAGE}.pool={image.pool!r} (open_clip pools the class token)"
+        )
+    if not text.causal or text.pool != "eot":
+        problems.append(
+            f"model.towers.{TEXT}.causal={text.causal}, pool={text.pool!r} (causal with eot)"
         )
     if problems:
         raise ValueError("mmjax options open_clip cannot reproduce: " + "; ".join(problems))
-    if config.data.tokenizer != "clip_bpe":
+    tokenizer = config.data.modalities[TEXT].tokenizer if TEXT in config.data.modalities else ""
+    if tokenizer != "clip_bpe":
         logging.warning(
-            "This model reads data.tokenizer=%r ids, but open_clip (and CLIP_benchmark)"
-            " will feed it CLIP BPE ids: its text embeddings there will not mean much.",
-            config.data.tokenizer,
+            "This model reads data.modalities.%s.tokenizer=%r ids, but open_clip (and"
+            " CLIP_benchmark) will feed it CLIP BPE ids: its text embeddings there will not"
+            " mean much.",
+            TEXT,
+            tokenizer,
         )
-    size, patch = decode_variant(m.image.variant)
-    image = Tower(
-        m.image.width or size.width,
-        m.image.depth or size.depth,
-        m.image.num_heads or size.num_heads,
-        m.image.mlp_dim or size.mlp_dim,
-    )
+    size, patch = decode_variant(image.variant)
     return Arch(
         embed_dim=m.embed_dim,
         quick_gelu=m.act == "quick_gelu",
-        image=image,
+        image=Tower(
+            image.width or size.width,
+            image.depth or size.depth,
+            image.num_heads or size.num_heads,
+            image.mlp_dim or size.mlp_dim,
+        ),
         patch_size=patch,
-        image_size=config.data.image_size,
-        pre_norm=m.image.pre_norm,
-        text=Tower(m.text.width, m.text.depth, m.text.num_heads, m.text.mlp_dim),
-        context_length=m.text.context_length,
-        vocab_size=m.text.vocab_size,
+        image_size=config.data.modalities[IMAGE].size,
+        pre_norm=image.pre_norm,
+        text=Tower(text.width, text.depth, text.num_heads, text.mlp_dim),
+        context_length=text.context_length,
+        vocab_size=text.vocab_size,
         text_proj_bias=m.proj_bias,
-        logit_bias=m.bias_init,
+        logit_bias=term.bias_init,
+        mean=tuple(image.mean),
+        std=tuple(image.std),
     )

@@ -1,10 +1,12 @@
 """Reading and writing open_clip state dicts: .pt / .bin (torch) and .safetensors."""
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from mmjax import storage
 from mmjax.interop.open_clip.arch import StateDict
 
 # Entries of OpenAI's original checkpoints that are not parameters.
@@ -50,13 +52,16 @@ def load_state_dict(path: str) -> StateDict:
 
 
 def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
-    """Writes `.safetensors` (needs only `safetensors`) or a torch file (`.bin`, `.pt`)."""
+    """Writes `.safetensors` (needs only `safetensors`) or a torch file (`.bin`, `.pt`),
+    to a local path or a URL (gs://...)."""
     arrays = {k: np.array(v, order="C") for k, v in state_dict.items()}  # keeps 0-d arrays 0-d
     if path.endswith(".safetensors"):
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        save_file(arrays, path)
+        storage.write_bytes(path, save(arrays))
         return
     import torch
 
-    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, buffer)
+    storage.write_bytes(path, buffer.getvalue())

@@ -1,11 +1,18 @@
-"""open_clip state dicts <-> mmjax parameters: transposes and reshapes only (bitwise)."""
+"""open_clip state dicts <-> mmjax parameters: transposes and reshapes only (bitwise).
+
+The mmjax side is the multi-tower tree of open_clip's shape (`arch.py`):
+
+  {"image": {"stem": {patch_embed, cls, pos_embed, ln_pre?}, encoder, norm, proj},
+   "text": {"stem": {token_embed, pos_embed}, encoder, norm, proj},
+   "objectives": {<term>: {"t": logit_scale, "b": logit_bias?}}}
+"""
 
 import logging
 from collections.abc import Mapping
 
 import numpy as np
 
-from mmjax.interop.open_clip.arch import Arch, Params, StateDict, Tower
+from mmjax.interop.open_clip.arch import IMAGE, TERM, TEXT, Arch, Params, StateDict, Tower
 
 
 def _block_shapes(prefix: str, t: Tower) -> dict[str, tuple[int, ...]]:
@@ -124,45 +131,49 @@ def _encoder_to_flax(sd: Mapping[str, np.ndarray], prefix: str, tower: Tower) ->
     return {"blocks": _stack(blocks)}
 
 
-def params_from_state_dict(state_dict: Mapping[str, np.ndarray], arch: Arch) -> Params:
-    """open_clip state dict -> mmjax `params` (numpy, float32) of the model `arch` builds."""
+def params_from_state_dict(
+    state_dict: Mapping[str, np.ndarray], arch: Arch, term: str = TERM
+) -> Params:
+    """open_clip state dict -> mmjax `params` (numpy, float32) of the model `arch` builds;
+    logit_scale (and logit_bias) become objective term `term`'s t (and b)."""
     check_state_dict(state_dict, arch)
     sd = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
     width = arch.image.width
-    image: Params = {
-        # [out, in, h, w] -> [h, w, in, out]; no bias (mmjax: model.image.patch_bias=False).
+    image_stem: Params = {
+        # [out, in, h, w] -> [h, w, in, out]; no bias (model.towers.image.patch_bias=False).
         "patch_embed": {"kernel": sd["visual.conv1.weight"].transpose(2, 3, 1, 0)},
         "cls": sd["visual.class_embedding"].reshape(1, 1, width),
         "pos_embed": sd["visual.positional_embedding"][None],
-        "encoder": _encoder_to_flax(sd, "visual.transformer", arch.image),
-        "ln_post": _ln(sd, "visual.ln_post"),
     }
     if arch.pre_norm:
-        image["ln_pre"] = _ln(sd, "visual.ln_pre")
-    text = {
-        "token_embed": {"embedding": sd["token_embedding.weight"]},
-        "pos_embed": sd["positional_embedding"],
-        "encoder": _encoder_to_flax(sd, "transformer", arch.text),
-        "ln_final": _ln(sd, "ln_final"),
+        image_stem["ln_pre"] = _ln(sd, "visual.ln_pre")
+    image: Params = {
+        "stem": image_stem,
+        "encoder": _encoder_to_flax(sd, "visual.transformer", arch.image),
+        "norm": _ln(sd, "visual.ln_post"),
+        "proj": {"kernel": sd["visual.proj"]},
     }
-    params: Params = {
-        "image": image,
-        "text": text,
-        "image_proj": {"kernel": sd["visual.proj"]},
-        "t": sd["logit_scale"].reshape(()),
+    text: Params = {
+        "stem": {
+            "token_embed": {"embedding": sd["token_embedding.weight"]},
+            "pos_embed": sd["positional_embedding"],
+        },
+        "encoder": _encoder_to_flax(sd, "transformer", arch.text),
+        "norm": _ln(sd, "ln_final"),
     }
     if arch.text_proj_bias:
-        params["text_proj"] = {
+        text["proj"] = {
             "kernel": sd["text_projection.weight"].T,
             "bias": sd["text_projection.bias"],
         }
         # mmjax's proj_bias covers both towers; open_clip's image projection has none.
-        params["image_proj"]["bias"] = np.zeros(arch.embed_dim, np.float32)
+        image["proj"]["bias"] = np.zeros(arch.embed_dim, np.float32)
     else:
-        params["text_proj"] = {"kernel": sd["text_projection"]}
+        text["proj"] = {"kernel": sd["text_projection"]}
+    logits = {"t": sd["logit_scale"].reshape(())}
     if arch.logit_bias is not None:
-        params["b"] = sd["logit_bias"].reshape(())
-    return params
+        logits["b"] = sd["logit_bias"].reshape(())
+    return {IMAGE: image, TEXT: text, "objectives": {term: logits}}
 
 
 def _block_to_torch(blocks: dict[str, np.ndarray], i: int, prefix: str) -> StateDict:
@@ -204,18 +215,34 @@ def _encoder_to_torch(encoder: Params, prefix: str) -> StateDict:
     return out
 
 
-def state_dict_from_params(params: Params) -> StateDict:
+def _logits(params: Params, term: str | None) -> Params:
+    terms = params.get("objectives", {})
+    if term is None:
+        if len(terms) != 1:
+            raise ValueError(
+                f"open_clip has one logit scale; these parameters have terms {sorted(terms)}:"
+                " name the one to export."
+            )
+        term = next(iter(terms))
+    return terms[term]
+
+
+def state_dict_from_params(params: Params, term: str | None = None) -> StateDict:
     """mmjax `params` of an open_clip-expressible model -> open_clip state dict (numpy).
 
-    A patch-embedding bias is folded into the patch tokens' position embeddings (exact up
-    to rounding); an image-projection bias, which open_clip lacks, must be zero.
+    `term`: the objective term whose t and b become logit_scale and logit_bias (default:
+    the only one). A patch-embedding bias is folded into the patch tokens' position
+    embeddings (exact up to rounding); an image-projection bias, which open_clip lacks,
+    must be zero.
     """
-    p = params
-    image, text = p["image"], p["text"]
-    if "cls" not in image or "map" in image:
-        raise ValueError("open_clip pools the class token: export needs model.image.pool='cls'.")
-    pos = np.array(image["pos_embed"][0], np.float32)
-    bias = image["patch_embed"].get("bias")
+    image, text, logits = params[IMAGE], params[TEXT], _logits(params, term)
+    stem = image["stem"]
+    if "cls" not in stem or "map" in image:
+        raise ValueError(
+            "open_clip pools the class token: export needs model.towers.image.pool='cls'."
+        )
+    pos = np.array(stem["pos_embed"][0], np.float32)
+    bias = stem["patch_embed"].get("bias")
     if bias is not None:
         logging.warning(
             "Folding the patch-embedding bias into the position embeddings (open_clip has"
@@ -224,31 +251,31 @@ def state_dict_from_params(params: Params) -> StateDict:
         pos[1:] += np.asarray(bias, np.float32)
     width = pos.shape[-1]
     sd: StateDict = {
-        "visual.conv1.weight": np.asarray(image["patch_embed"]["kernel"]).transpose(3, 2, 0, 1),
-        "visual.class_embedding": np.asarray(image["cls"]).reshape(width),
+        "visual.conv1.weight": np.asarray(stem["patch_embed"]["kernel"]).transpose(3, 2, 0, 1),
+        "visual.class_embedding": np.asarray(stem["cls"]).reshape(width),
         "visual.positional_embedding": pos,
-        "visual.ln_post.weight": np.asarray(image["ln_post"]["scale"]),
-        "visual.ln_post.bias": np.asarray(image["ln_post"]["bias"]),
-        "visual.proj": np.asarray(p["image_proj"]["kernel"]),
-        "token_embedding.weight": np.asarray(text["token_embed"]["embedding"]),
-        "positional_embedding": np.asarray(text["pos_embed"]),
-        "ln_final.weight": np.asarray(text["ln_final"]["scale"]),
-        "ln_final.bias": np.asarray(text["ln_final"]["bias"]),
-        "logit_scale": np.asarray(p["t"], np.float32).reshape(()),
+        "visual.ln_post.weight": np.asarray(image["norm"]["scale"]),
+        "visual.ln_post.bias": np.asarray(image["norm"]["bias"]),
+        "visual.proj": np.asarray(image["proj"]["kernel"]),
+        "token_embedding.weight": np.asarray(text["stem"]["token_embed"]["embedding"]),
+        "positional_embedding": np.asarray(text["stem"]["pos_embed"]),
+        "ln_final.weight": np.asarray(text["norm"]["scale"]),
+        "ln_final.bias": np.asarray(text["norm"]["bias"]),
+        "logit_scale": np.asarray(logits["t"], np.float32).reshape(()),
     }
-    if "ln_pre" in image:
-        sd["visual.ln_pre.weight"] = np.asarray(image["ln_pre"]["scale"])
-        sd["visual.ln_pre.bias"] = np.asarray(image["ln_pre"]["bias"])
-    image_bias = p["image_proj"].get("bias")
+    if "ln_pre" in stem:
+        sd["visual.ln_pre.weight"] = np.asarray(stem["ln_pre"]["scale"])
+        sd["visual.ln_pre.bias"] = np.asarray(stem["ln_pre"]["bias"])
+    image_bias = image["proj"].get("bias")
     if image_bias is not None and np.any(np.asarray(image_bias) != 0):
         raise ValueError("open_clip's image projection has no bias; this model's is not zero.")
-    if "bias" in p["text_proj"]:
-        sd["text_projection.weight"] = np.asarray(p["text_proj"]["kernel"]).T
-        sd["text_projection.bias"] = np.asarray(p["text_proj"]["bias"])
+    if "bias" in text["proj"]:
+        sd["text_projection.weight"] = np.asarray(text["proj"]["kernel"]).T
+        sd["text_projection.bias"] = np.asarray(text["proj"]["bias"])
     else:
-        sd["text_projection"] = np.asarray(p["text_proj"]["kernel"])
-    if "b" in p:
-        sd["logit_bias"] = np.asarray(p["b"], np.float32).reshape(())
+        sd["text_projection"] = np.asarray(text["proj"]["kernel"])
+    if "b" in logits:
+        sd["logit_bias"] = np.asarray(logits["b"], np.float32).reshape(())
     sd |= _encoder_to_torch(image["encoder"], "visual.transformer")
     sd |= _encoder_to_torch(text["encoder"], "transformer")
     return {k: np.array(v, np.float32, order="C") for k, v in sd.items()}

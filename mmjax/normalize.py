@@ -1,5 +1,5 @@
-"""L2 normalisation inside losses that re-normalise what they are given (token features,
-embedding prefixes)."""
+"""L2 normalisation, shared by the towers (embeddings) and the losses that re-normalise
+what they are given (token features, embedding prefixes)."""
 
 import jax
 import jax.numpy as jnp
