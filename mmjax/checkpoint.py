@@ -247,13 +247,16 @@ class Checkpointer:
         logging.info("Restored checkpoint at step %d from %s.", step, self.directory)
         return restored["state"], with_data
 
-    def restore_params(self, step: int, abstract_params: Any, as_numpy: bool = False) -> Any:
+    def restore_params(
+        self, step: int, abstract_params: Any, as_numpy: bool = False, field: str = "params"
+    ) -> Any:
         """Only the parameters of `step`, not the optimizer state (a third of the memory).
 
         Onto the shardings in `abstract_params` (ShapeDtypeStructs), or as host numpy
         arrays with `as_numpy`, whatever mesh wrote them. For evaluation and export.
+        `field`: another part of the state shaped like parameters ("ema").
         """
-        target = {"params": abstract_params}
+        target = {field: abstract_params}
         if as_numpy:
             args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         else:
@@ -271,7 +274,7 @@ class Checkpointer:
             if self.is_two_tower(step):
                 raise CheckpointError(f"Checkpoint {step} was {self._upgrade_hint()}.") from error
             raise
-        return restored["state"]["params"]
+        return restored["state"][field]
 
     def _set_aside(self, steps: list[int]) -> None:
         """Renames skipped steps to `N.damaged` (kept for a post-mortem, ignored by Orbax),

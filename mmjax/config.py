@@ -210,6 +210,25 @@ def base() -> ml_collections.ConfigDict:
     c.optim.moment_dtype = "float32"  # Adam's first and second moments; bfloat16 halves them
     c.optim.lr_scaling = "none"  # none | linear | sqrt: scale lr by batch_size / lr_base_batch
     c.optim.lr_base_batch = 256
+    # Parameter groups by regexes over names like "image/encoder/blocks/mlp/fc1/kernel"
+    # (mmjax/optim.py, mmjax/params.py). Rules are ((regex, multiplier), ...), first match wins.
+    c.optim.freeze = ()  # regexes: no gradient, no optimizer state (towers: `lock=True`)
+    c.optim.lr_mults = ()
+    c.optim.wd_mults = ()  # unmatched: 1 for weight matrices (kernels), 0 for the rest
+    c.optim.layer_decay = 1.0  # <1: layer-wise lr decay (fine-tuning)
+    c.optim.layer_decay_towers = ()  # the towers it applies to; () = all
+
+    # Exponential moving average of the parameters (train/ema.py); evaluators pick it with
+    # `weights="ema"` or "both".
+    c.ema = ml_collections.ConfigDict()
+    c.ema.decay = 0.0  # 0: no EMA; e.g. 0.999
+
+    # Start from another run's parameters (all, or those matching `params` regexes), e.g.
+    # LiT's pre-trained image tower: workdir="...", params=("^image/",).
+    c.init = ml_collections.ConfigDict()
+    c.init.workdir = ""
+    c.init.step = 0  # 0: its latest checkpoint
+    c.init.params = ()
 
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"  # | warmup_constant_cooldown | inverse_sqrt
@@ -268,6 +287,13 @@ def base() -> ml_collections.ConfigDict:
     # Evaluators by name: `type` picks the code (evals/registry.py), `every` the period.
     c.evals = ml_collections.ConfigDict()
     c.evals.zeroshot = ml_collections.ConfigDict(
-        dict(type="zeroshot", every=1000, batch_size=256, dataset="synthetic", templates="")
+        dict(
+            type="zeroshot",
+            every=1000,
+            batch_size=256,
+            dataset="synthetic",
+            templates="",
+            weights="raw",  # raw | ema | both: which parameters evaluate
+        )
     )
     return c

@@ -1,4 +1,19 @@
-"""AdamW with masked weight decay, a learning-rate schedule and global-norm clipping."""
+"""AdamW with parameter groups, a learning-rate schedule and global-norm clipping.
+
+Parameter groups, as PyTorch's and open_clip's param groups or big_vision's `lr_mults` /
+`wd_mults`, selected by regexes over parameter names (mmjax/params.py):
+  * `optim.lr_mults`: ((regex, multiplier), ...), first match wins: the group's learning
+    rate is lr * multiplier (its decoupled weight decay scales with it, as in PyTorch);
+  * `optim.wd_mults`: ((regex, multiplier), ...), first match wins: weight decay
+    weight_decay * multiplier; unmatched parameters decay only if they are weight matrices
+    (`kernel`), not biases, norms, embeddings or the temperature;
+  * `optim.layer_decay` < 1: layer-wise learning-rate decay for fine-tuning (BEiT, Bao et
+    al. 2022): in a tower of depth L, block i (from 0) trains at lr * decay^(L - i), the stem
+    at lr * decay^(L + 1), the final norm, pooling head and projection at lr. Blocks are
+    scanned (one stacked leaf), so the multiplier is a vector along the layer axis.
+Frozen parameters (`optim.freeze`, locked towers) never reach the optimizer at all: it is
+built over the trainable tree only (mmjax/params.py), so they hold no moments.
+"""
 
 from collections.abc import Callable
 from typing import Any
@@ -6,8 +21,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
+from mmjax import params as params_lib
 from mmjax.registry import Registry
 
 SCHEDULES = Registry("schedule")
@@ -99,8 +116,102 @@ def _leaf_name(path: tuple[Any, ...]) -> str:
 
 
 def decay_mask(params: Any) -> Any:
-    """True where weight decay applies."""
+    """True where weight decay applies by default (no `optim.wd_mults` rule)."""
     return jax.tree_util.tree_map_with_path(lambda p, _: _leaf_name(p) in _DECAYED, params)
+
+
+Multipliers = Callable[[Any], Any]  # params -> a tree of floats or per-layer arrays
+
+
+def wd_multipliers(optim: ml_collections.ConfigDict) -> Multipliers:
+    """params -> each leaf's weight-decay multiplier (`optim.wd_mults`, else 1 for kernels)."""
+    rules = tuple(optim.get("wd_mults", ()))
+
+    def fn(params: Any) -> Any:
+        default = lambda name: 1.0 if name.rpartition("/")[2] in _DECAYED else 0.0
+        return params_lib.map_with_names(
+            lambda n, _: float(params_lib.first_match(rules, n, default(n))), params
+        )
+
+    return fn
+
+
+def _tower_depths(params: Any) -> dict[str, int]:
+    """{tower: depth} from the stacked (scanned) encoder blocks' leading axis."""
+    depths = {}
+    for name, leaf in zip(params_lib.names(params), jax.tree.leaves(params), strict=True):
+        tower, _, rest = name.partition("/")
+        if rest.startswith("encoder/blocks/"):
+            depths[tower] = int(np.shape(leaf)[0])
+    return depths
+
+
+def layer_scale(name: str, leaf: Any, depths: dict[str, int], decay: float, towers) -> Any:
+    """The layer-wise decay multiplier of one parameter (1.0 outside the decayed towers)."""
+    tower, _, rest = name.partition("/")
+    if tower not in depths or (towers and tower not in towers) or decay == 1.0:
+        return 1.0
+    depth = depths[tower]
+    if rest.startswith("stem/"):
+        return decay ** (depth + 1)
+    if rest.startswith("encoder/blocks/"):
+        scales = decay ** (depth - np.arange(depth, dtype=np.float64))
+        return scales.reshape((depth,) + (1,) * (np.ndim(leaf) - 1)).astype(np.float32)
+    return 1.0
+
+
+def lr_multipliers(optim: ml_collections.ConfigDict) -> Multipliers:
+    """params -> each leaf's learning-rate multiplier: `optim.lr_mults` times layer decay."""
+    rules = tuple(optim.get("lr_mults", ()))
+    decay = float(optim.get("layer_decay", 1.0))
+    towers = tuple(optim.get("layer_decay_towers", ()))
+
+    def fn(params: Any) -> Any:
+        depths = _tower_depths(params)
+
+        def mult(name: str, leaf: Any) -> Any:
+            scale = layer_scale(name, leaf, depths, decay, towers)
+            return float(params_lib.first_match(rules, name, 1.0)) * scale
+
+        return params_lib.map_with_names(mult, params)
+
+    return fn
+
+
+def _is_one(m: Any) -> bool:
+    return isinstance(m, float) and m == 1.0
+
+
+def scale_by_multipliers(multipliers: Multipliers) -> optax.GradientTransformation:
+    """updates * multiplier, leaf by leaf (a multiplier of exactly 1 leaves it untouched)."""
+
+    def update(updates, state, params=None):
+        del params
+        mults = multipliers(updates)
+        scaled = jax.tree.map(lambda u, m: u if _is_one(m) else u * m, updates, mults)
+        return scaled, state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def add_decayed_weights_by(weight_decay: float, multipliers: Multipliers):
+    """updates + weight_decay * multiplier * params (decoupled weight decay, Loshchilov &
+    Hutter 2019); leaves of multiplier 0 are left untouched, bit for bit."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("Weight decay needs the parameters: pass them to tx.update.")
+        mults = multipliers(params)
+        add = lambda u, p, m: u if m == 0 or weight_decay == 0 else u + (weight_decay * m) * p
+        return jax.tree.map(add, updates, params, mults), state
+
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def has_groups(optim: ml_collections.ConfigDict) -> bool:
+    return bool(
+        optim.get("lr_mults", ()) or optim.get("wd_mults", ()) or optim.get("layer_decay", 1.0) != 1
+    )
 
 
 def scale_by_adam_in(dtype, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
@@ -134,18 +245,32 @@ def scale_by_adam_in(dtype, b1: float, b2: float, eps: float) -> optax.GradientT
     return optax.GradientTransformation(init, update)
 
 
-def adamw(config: ml_collections.ConfigDict, schedule: optax.Schedule):
-    """optax's AdamW (Loshchilov & Hutter 2019), moments in `optim.moment_dtype`."""
-    c = config.optim
+def scale_by_adam(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam's moments, in `optim.moment_dtype` (optax's own for float32)."""
     if jnp.dtype(c.get("moment_dtype", "float32")) == jnp.float32:
+        return optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
+    return scale_by_adam_in(c.moment_dtype, c.b1, c.b2, c.eps)
+
+
+def adamw(config: ml_collections.ConfigDict, schedule: optax.Schedule):
+    """AdamW (Loshchilov & Hutter 2019; optax.adamw's order: Adam moments in
+    `optim.moment_dtype`, decoupled decay, schedule) with per-group weight-decay and
+    learning-rate multipliers; `optax.adamw` itself without groups and with float32
+    moments (the same numbers, and the optimizer state of runs that predate both)."""
+    c = config.optim
+    groups = has_groups(c)
+    if not groups and jnp.dtype(c.get("moment_dtype", "float32")) == jnp.float32:
         return optax.adamw(
             schedule, b1=c.b1, b2=c.b2, eps=c.eps, weight_decay=c.weight_decay, mask=decay_mask
         )
-    return optax.chain(  # what optax.adamw chains, with the moments' dtype
-        scale_by_adam_in(c.moment_dtype, c.b1, c.b2, c.eps),
-        optax.add_decayed_weights(c.weight_decay, decay_mask),
-        optax.scale_by_learning_rate(schedule),
-    )
+    if groups:
+        decay = add_decayed_weights_by(c.weight_decay, wd_multipliers(c))
+    else:
+        decay = optax.add_decayed_weights(c.weight_decay, decay_mask)
+    parts = [scale_by_adam(c), decay, optax.scale_by_learning_rate(schedule)]
+    if groups:
+        parts.append(scale_by_multipliers(lr_multipliers(c)))
+    return optax.chain(*parts)
 
 
 def make_optimizer(

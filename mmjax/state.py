@@ -5,6 +5,7 @@ config is what training, evaluation, export and import all need.
 """
 
 import dataclasses
+import logging
 from typing import Any
 
 import flax.linen as nn
@@ -16,7 +17,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from mmjax import optim
+from mmjax import optim, storage
+from mmjax import params as params_lib
 from mmjax.data.modalities import example_specs
 from mmjax.models import Model, build_model
 from mmjax.models.model import OBJECTIVES_KEY
@@ -27,7 +29,9 @@ class TrainState(flax.struct.PyTreeNode):
     """Everything that changes during training; plain pytrees, float32.
 
     `skipped` counts steps whose loss or gradient was not finite (their update was
-    dropped); `skipped_in_a_row` counts the current run of them.
+    dropped); `skipped_in_a_row` counts the current run of them. `opt_state` covers the
+    trainable parameters only (frozen ones are `optax.MaskedNode`s there), and so does
+    `ema`, the moving average of the parameters (None unless `config.ema.decay` > 0).
     """
 
     step: jax.Array
@@ -35,6 +39,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     skipped: jax.Array
     skipped_in_a_row: jax.Array
+    ema: Any = None
 
 
 def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) -> dict:
@@ -52,19 +57,56 @@ def cast_params(params: dict, dtype) -> dict:
     return {k: v if k == OBJECTIVES_KEY else jax.tree.map(cast, v) for k, v in params.items()}
 
 
+def fresh_state(
+    params: Any, tx: optax.GradientTransformation, frozen: tuple[str, ...] = (), ema: bool = False
+) -> TrainState:
+    """The state a run starts from with `params`: step 0, fresh optimizer moments for the
+    trainable parameters (none for those matching `frozen`), the EMA equal to them (in
+    float32 whatever `param_dtype`: a bfloat16 average would not move at decay 0.9999)."""
+    trainable = params_lib.trainable(params, frozen)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(
+        step=zero,
+        params=params,
+        opt_state=tx.init(trainable),
+        skipped=zero,
+        skipped_in_a_row=zero,
+        ema=jax.tree.map(lambda p: p.astype(jnp.float32), trainable) if ema else None,
+    )
+
+
 def make_init_fn(
-    model: nn.Module, tx: optax.GradientTransformation, inputs: dict, param_dtype="float32"
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    inputs: dict,
+    frozen: tuple[str, ...] = (),
+    ema: bool = False,
+    param_dtype: Any = "float32",
 ):
     """rng -> boxed TrainState (params still carry their logical axis names)."""
 
     def init(rng: jax.Array) -> TrainState:
         params = cast_params(model.init(rng, inputs)["params"], param_dtype)
-        zero = jnp.zeros((), jnp.int32)
-        return TrainState(
-            step=zero, params=params, opt_state=tx.init(params), skipped=zero, skipped_in_a_row=zero
-        )
+        return fresh_state(params, tx, frozen, ema)
 
     return init
+
+
+def ema_model(ema: Any, params: Any) -> Any:
+    """`params` with the EMA in place of every trainable leaf. Frozen leaves (not
+    averaged) are the parameters' own; every leaf has the parameters' dtype (the EMA
+    itself is float32)."""
+    merged = params_lib.merge(ema, params)
+    return jax.tree.map(lambda m, p: m.astype(p.dtype), merged, params)
+
+
+def ema_params(state: TrainState) -> Any:
+    """The EMA model's parameters (`ema_model`), or None without an EMA."""
+    return None if state.ema is None else ema_model(state.ema, state.params)
+
+
+def uses_ema(config: ml_collections.ConfigDict) -> bool:
+    return float(config.get("ema", {}).get("decay", 0.0)) > 0
 
 
 def strip_boxes(tree: Any) -> Any:
@@ -104,13 +146,46 @@ class Built:
     init_fn: Any
     abstract: TrainState  # ShapeDtypeStructs with shardings: allocates nothing
     shardings: TrainState
+    frozen: tuple[str, ...] = ()  # regexes of the parameters that do not train
 
 
 def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Built:
     """Everything needed to initialise, restore or step the run of `config` on `mesh`."""
     model = build_model(config.model, config.objectives)
     tx, schedule = optim.make_optimizer(config)
+    frozen = params_lib.frozen_patterns(config)
     inputs = dummy_inputs(example_specs(config))
-    init_fn = make_init_fn(model, tx, inputs, config.model.get("param_dtype", "float32"))
+    param_dtype = config.model.get("param_dtype", "float32")
+    init_fn = make_init_fn(model, tx, inputs, frozen, uses_ema(config), param_dtype)
     abstract, shardings = abstract_state(init_fn, mesh, config.mesh.rules)
-    return Built(model, tx, schedule, init_fn, abstract, shardings)
+    return Built(model, tx, schedule, init_fn, abstract, shardings, frozen)
+
+
+def init_from(config: ml_collections.ConfigDict, built: Built, state: TrainState) -> TrainState:
+    """A fresh run's state with some parameters taken from another run's checkpoint.
+
+    `config.init.workdir` names the run, `config.init.step` its step (0: the latest) and
+    `config.init.params` regexes of the parameters to take (empty: all), e.g.
+    ("^image/",) for LiT's pre-trained image tower. Only those are read; the optimizer
+    moments start afresh and the EMA from the resulting parameters.
+    """
+    c = config.get("init")
+    if not c or not c.workdir:
+        return state
+    from mmjax.checkpoint import Checkpointer  # below the loop, above the models: import late
+
+    take = params_lib.matches(c.params) if c.params else (lambda _: True)
+    wanted = params_lib.select(built.abstract.params, take)
+    if not wanted:
+        raise ValueError(f"config.init.params={tuple(c.params)} matches no parameter.")
+    ckpts = Checkpointer(storage.join(c.workdir, "checkpoints"), read_only=True)
+    step = c.step or ckpts.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"config.init.workdir: no checkpoint in {ckpts.directory}.")
+    loaded = ckpts.restore_params(step, wanted)
+    ckpts.close()
+    count = count_params(loaded)
+    logging.info("Initialised %d parameters from %s step %d.", count, c.workdir, step)
+    params = params_lib.replace(state.params, loaded)
+    fresh = lambda p: fresh_state(p, built.tx, built.frozen, uses_ema(config))
+    return jax.jit(fresh, out_shardings=built.shardings)(params)

@@ -86,13 +86,11 @@ def test_streamed_memory_does_not_hold_the_input_batch():
 
 def test_streamed_training_stops_and_resumes_bitwise(tmp_path):
     """The loop with `accum_streamed`: reading micro-batches twice per step, stopped at
-    step 2 and resumed, ends on the parameters of an uninterrupted run. One compilation
-    cache for the three runs: the later two load the parts the first compiled."""
+    step 2 and resumed, ends on the parameters of an uninterrupted run."""
     from mmjax.train import loop
     from tests.test_resume import saved_params
 
     kw = dict(total_steps=4, ckpt_every=100, accum_steps=2, accum_streamed=True, log_every=1)
-    kw["compile_cache_dir"] = str(tmp_path / "xla_cache")
     config = tiny_config(**kw)
     last = loop.train(config, str(tmp_path / "straight"))
     assert np.isfinite(last["loss"]) and "tflops_per_s_per_device" in last

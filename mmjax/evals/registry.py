@@ -7,6 +7,10 @@ in the train loop (`every` steps and at the end; 0 = never in the loop, standalo
 
 Adding an evaluator is one new module with a registered factory
 `factory(eval_config, context) -> Evaluator`.
+
+`weights` picks the parameters an evaluator sees: "raw" (the trained ones), "ema" (their
+moving average, `config.ema.decay` > 0) or "both"; EMA results are named
+"<evaluator>/ema/<metric>" beside the raw "<evaluator>/<metric>".
 """
 
 import dataclasses
@@ -23,7 +27,9 @@ from mmjax.registry import Registry
 EVALUATORS = Registry("evaluator")
 
 # Fields every evaluator entry has: what runs, how often in the train loop, batch size.
-COMMON_DEFAULTS = dict(type="", every=0, batch_size=256)
+COMMON_DEFAULTS = dict(type="", every=0, batch_size=256, weights="raw")
+# `weights` -> (name suffix, use the EMA) of each evaluation it asks for.
+WEIGHTS = {"raw": (("", False),), "ema": (("/ema", True),), "both": (("", False), ("/ema", True))}
 
 
 class Evaluator(Protocol):
@@ -53,18 +59,39 @@ class Scheduled:
     name: str
     every: int
     evaluator: Evaluator
+    weights: str = "raw"
 
     def due(self, step: int, last: bool) -> bool:
         return self.every > 0 and (step % self.every == 0 or last)
+
+    def run(self, params: Any, ema_params: Any = None) -> dict[str, float]:
+        """Prefixed results on the raw parameters, their EMA, or both (`weights`)."""
+        results = {}
+        for suffix, ema in WEIGHTS[self.weights]:
+            if ema and ema_params is None:
+                raise ValueError(f"Evaluator {self.name!r}: weights={self.weights!r} but no EMA.")
+            out = self.evaluator.run(ema_params if ema else params)
+            results |= prefixed(self.name + suffix, out)
+        return results
 
 
 def build_evaluators(context: EvalContext) -> list[Scheduled]:
     """One evaluator per entry of `config.evals`, in config order."""
     out = []
+    has_ema = float(context.config.get("ema", {}).get("decay", 0.0)) > 0
     for name, c in context.config.evals.items():
         factory = EVALUATORS.get(c.type)
         every = c.get("every", COMMON_DEFAULTS["every"])
-        out.append(Scheduled(name, every, factory(c, context)))
+        weights = c.get("weights", COMMON_DEFAULTS["weights"])
+        if weights not in WEIGHTS:
+            raise ValueError(
+                f"config.evals.{name}.weights={weights!r}: use one of {list(WEIGHTS)}."
+            )
+        if any(ema for _, ema in WEIGHTS[weights]) and not has_ema:
+            raise ValueError(
+                f"config.evals.{name}.weights={weights!r} needs an EMA: set config.ema.decay."
+            )
+        out.append(Scheduled(name, every, factory(c, context), weights))
     return out
 
 

@@ -18,7 +18,7 @@ import ml_collections
 
 from mmjax import state, storage
 from mmjax.checkpoint import Checkpointer
-from mmjax.evals.registry import EvalContext, build_evaluators, prefixed
+from mmjax.evals.registry import EvalContext, build_evaluators
 from mmjax.metrics import MetricWriter
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
@@ -30,8 +30,9 @@ class NoCheckpointError(FileNotFoundError):
 
 def restore_params(
     config: ml_collections.ConfigDict, workdir: str, mesh: Any, step: int | None
-) -> tuple[nn.Module, Any, int]:
-    """(model, params on the mesh, step) from `workdir`'s latest or `step`-th checkpoint."""
+) -> tuple[nn.Module, Any, int, Any]:
+    """(model, params on the mesh, step, EMA parameters or None) from `workdir`'s latest or
+    `step`-th checkpoint. The EMA is read only when the run has one."""
     built = state.build(config, mesh)
     directory = storage.join(workdir, "checkpoints")
     if not storage.isdir(directory):
@@ -45,8 +46,12 @@ def restore_params(
         )
     step = step or steps[-1]
     params = ckpts.restore_params(step, built.abstract.params)
+    ema = None
+    if built.abstract.ema is not None:
+        averaged = ckpts.restore_params(step, built.abstract.ema, field="ema")
+        ema = state.ema_model(averaged, params)  # frozen parameters are not averaged
     ckpts.close()
-    return built.model, params, step
+    return built.model, params, step, ema
 
 
 def format_table(step: int, results: dict[str, float]) -> str:
@@ -68,10 +73,10 @@ def evaluate(
     mesh = mesh_lib.make_mesh(config.mesh)
     results: dict[str, float] = {}
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
-        model, params, step = restore_params(config, workdir, mesh, step)
+        model, params, step, ema = restore_params(config, workdir, mesh, step)
         for e in build_evaluators(EvalContext(model, mesh, config)):
             start = time.perf_counter()
-            results.update(prefixed(e.name, e.evaluator.run(params)))
+            results.update(e.run(params, ema))
             logging.info("%s done in %.1f s.", e.name, time.perf_counter() - start)
     writer = MetricWriter(workdir)
     writer.write(step, results)

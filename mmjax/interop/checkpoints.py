@@ -129,15 +129,14 @@ def save_train_state(config: ml_collections.ConfigDict, params: Params, workdir:
     mesh = mesh_lib.make_mesh(config.mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.as_rules(config.mesh.rules)):
         built = state.build(config, mesh)
-        tx, init_fn, shardings = built.tx, built.init_fn, built.shardings
+        tx, shardings = built.tx, built.shardings
         _check_tree(params, built.abstract.params)
         placed = jax.device_put(params, shardings.params)
 
-        def fresh(rng: jax.Array, params: Params) -> state.TrainState:
-            # The random parameters init_fn makes are unused, so XLA drops them.
-            return nn.unbox(init_fn(rng)).replace(params=params, opt_state=tx.init(params))
+        def fresh(params: Params) -> state.TrainState:
+            return state.fresh_state(params, tx, built.frozen, state.uses_ema(config))
 
-        train_state = jax.jit(fresh, out_shardings=shardings)(jax.random.key(0), placed)
+        train_state = jax.jit(fresh, out_shardings=shardings)(placed)
     manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(train_state)), force=True)
     manager.wait_until_finished()
     manager.close()

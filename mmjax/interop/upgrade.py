@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from mmjax import state
+from mmjax import checkpoint, state
 from mmjax.checkpoint import Checkpointer
 from mmjax.interop import checkpoints, two_tower
 from mmjax.parallel import mesh as mesh_lib
@@ -90,6 +90,11 @@ def upgrade_step(step_dir: epath.Path, term: str, max_scale: float) -> tuple[boo
     tree = read_state(item)
     if not two_tower.is_two_tower_params(tree["params"]):
         return False, False
+    damaged = checkpoint.check_files(str(step_dir))
+    if damaged:
+        raise ValueError(
+            f"Checkpoint {step_dir} is damaged ({'; '.join(damaged[:3])}): not upgraded."
+        )
     if _old(item).exists():
         raise FileExistsError(f"{_old(item)} exists: move it away, then run the upgrade again.")
     new = two_tower.upgrade_tree(tree, term)
@@ -98,9 +103,21 @@ def upgrade_step(step_dir: epath.Path, term: str, max_scale: float) -> tuple[boo
     if staging.exists():  # left by an upgrade that was cut short
         staging.rmtree()
     write_state(staging, new)
+    sums = step_dir / checkpoint.CHECKSUMS
+    if sums.exists():  # the old item's record, kept beside it for a rollback
+        sums.rename(_old(sums))
     item.rename(_old(item))
     staging.rename(item)
     return True, clamped
+
+
+def _undo_step(step_dir: epath.Path) -> None:
+    """Puts an upgraded step back as it was: the old state item and its checksums."""
+    item, sums = step_dir / "state", step_dir / checkpoint.CHECKSUMS
+    item.rmtree()
+    _old(item).rename(item)
+    if _old(sums).exists():
+        _old(sums).replace(sums)
 
 
 def _verify(config: ml_collections.ConfigDict, ckpt_dir: epath.Path, steps: list[int]) -> None:
@@ -150,13 +167,17 @@ def upgrade_workdir(
         _verify(run_config, ckpt_dir, steps)
     except Exception:
         for step in report.upgraded:  # back to the old items: nothing half done
-            item = ckpt_dir / str(step) / "state"
-            item.rmtree()
-            _old(item).rename(item)
+            _undo_step(ckpt_dir / str(step))
         raise
     if not keep_old:
         for step in report.upgraded:
             _old(ckpt_dir / str(step) / "state").rmtree()
+    for step in report.upgraded:  # checksums of the step as it now is, where it had them
+        old_sums = _old(ckpt_dir / str(step) / checkpoint.CHECKSUMS)
+        if old_sums.exists():
+            if not keep_old:
+                old_sums.unlink()
+            checkpoint.write_checksums(str(ckpt_dir / str(step)))
     if dropped is not None:
         json_path.rename(root / f"config{OLD_SUFFIX}.json")
         json_path.write_text(saved.to_json_best_effort(indent=2, sort_keys=True))

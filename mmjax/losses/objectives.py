@@ -34,7 +34,11 @@ TERM_DEFAULTS = dict(
     # "@example": each example its own class (its K captions or views are its positives)
     x_labels="",  # per-side overrides of `labels`
     y_labels="",
+    teacher="self",  # x_teacher / y_teacher: "self" (this step's, stop-gradient) | "ema"
 )
+# Batch entries holding the EMA model's embeddings of a modality (train/ema.py adds them).
+EMA_TEACHER_PREFIX = "ema_teacher/"
+TEACHERS = ("self", "ema")
 
 Outputs = Mapping[str, Mapping[str, jax.Array]]  # {modality: {"embedding", "tokens", ...}}
 
@@ -90,6 +94,18 @@ def _output(side: str, key: str, stop_gradient: bool = False):
     return get
 
 
+def _teacher(side: str):
+    """This step's embeddings without gradient, or (`teacher="ema"`) the EMA model's."""
+
+    def get(term: Term, outputs: Outputs, batch: Mapping[str, jax.Array]) -> jax.Array:
+        modality = getattr(term, side)
+        if term.config.get("teacher", "self") == "ema":
+            return rows(batch[EMA_TEACHER_PREFIX + modality])
+        return rows(jax.lax.stop_gradient(outputs[modality]["embedding"]))
+
+    return get
+
+
 # Loss input name -> how a term finds it (from the towers' outputs or the batch).
 INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     "x_labels": _labels("x"),
@@ -98,9 +114,9 @@ INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     "y_tokens": _output("y", "tokens"),
     "x_token_mask": _output("x", "token_mask"),
     "y_token_mask": _output("y", "token_mask"),
-    # The current step's embeddings, without gradient (soft targets' "teacher").
-    "x_teacher": lambda *a: rows(_output("x", "embedding", stop_gradient=True)(*a)),
-    "y_teacher": lambda *a: rows(_output("y", "embedding", stop_gradient=True)(*a)),
+    # Soft targets' "teacher": this step's embeddings without gradient, or the EMA's.
+    "x_teacher": _teacher("x"),
+    "y_teacher": _teacher("y"),
 }
 TOKEN_INPUTS = ("x_tokens", "y_tokens", "x_token_mask", "y_token_mask")
 
@@ -143,6 +159,8 @@ class Objective:
             unknown = [i for i in loss.inputs if i not in INPUTS]
             if unknown:
                 raise ValueError(f"Loss {c.loss!r} takes inputs {unknown} that no term provides.")
+            if c.get("teacher", "self") not in TEACHERS:
+                raise ValueError(f"config.objectives.{name}.teacher: use one of {TEACHERS}.")
             term = Term(name, c.modalities[0], c.modalities[1], float(c.weight), loss, c)
             self.terms.append(term)
             self._sharded[name] = sharded_loss(loss, mesh)
@@ -165,13 +183,24 @@ class Objective:
         return tuple(dict.fromkeys(out))
 
     @property
+    def ema_teacher_modalities(self) -> tuple[str, ...]:
+        """Modalities whose EMA-model embeddings some term reads as its teacher."""
+        out = []
+        for t in self.terms:
+            if t.config.get("teacher", "self") == "ema":
+                out += [getattr(t, s) for s in ("x", "y") if f"{s}_teacher" in t.loss.inputs]
+        return tuple(dict.fromkeys(out))
+
+    @property
     def batch_keys(self) -> tuple[str, ...]:
-        """Batch entries besides the towers' inputs that the terms read (labels)."""
+        """Batch entries besides the towers' inputs that the terms read (labels, EMA
+        teachers' embeddings)."""
         keys = []
         for t in self.terms:
             for side in ("x", "y"):
                 if f"{side}_labels" in t.loss.inputs and t.label_key(side) != EXAMPLE:
                     keys.append(t.label_key(side))
+        keys += [EMA_TEACHER_PREFIX + m for m in self.ema_teacher_modalities]
         return tuple(dict.fromkeys(keys))
 
     def __call__(

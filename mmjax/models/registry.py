@@ -22,6 +22,11 @@ COMMON_DEFAULTS = dict(
     share="",  # another modality's name: use that tower's parameters (augmented views)
     dtype="",  # activations; "" = model.dtype
     remat="",  # "" = model.remat; see layers.REMAT_POLICIES
+    # Training only: the fraction of tokens each example drops after the stem (FLIP), and
+    # the step from which it keeps them all (unmasked tuning; 0 = drop for the whole run).
+    token_drop=0.0,
+    token_drop_until=0,
+    lock=False,  # LiT: no gradient, no optimizer state, no weight decay for this tower
 )
 
 

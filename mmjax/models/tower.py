@@ -4,6 +4,11 @@ Only the stem knows the modality (patchify an image or a spectrogram, embed toke
 sensor trace into windows); it returns `Tokens`, with position embeddings added. The rest
 is the same for every modality: a pre-LN encoder (`layers.Encoder`), a final LayerNorm,
 pooling to one vector, and a linear map into the joint space, L2-normalised.
+
+In training a tower may drop tokens between the stem and the encoder (`token_drop`: FLIP,
+Li et al. 2023, for image patches; the same for text tokens, audio patches or any other
+stem's tokens): each example keeps a random subset drawn from its own PRNG key, so every
+pass over the same example (GradCache's two, a resumed run's) keeps the same tokens.
 """
 
 import functools
@@ -18,6 +23,9 @@ from mmjax.models import layers
 from mmjax.normalize import l2_normalize
 
 POOLS = ("cls", "gap", "map", "index")
+# Folded into each example's key for token dropping, so that it draws apart from any
+# randomness of the stem itself (augmentation) that uses the same key.
+TOKEN_DROP_SALT = 0x70D0
 
 
 class Tokens(NamedTuple):
@@ -45,6 +53,42 @@ def attention_mask(t: Tokens) -> jax.Array | None:
     return None
 
 
+def kept_tokens(n: int, forced: int, ratio: float) -> int:
+    """How many of `n` tokens an example keeps: the `forced` ones (class token, pooled
+    token) and round((1 - ratio) * the others), at least one of those."""
+    return forced + max(1, round((1.0 - ratio) * (n - forced)))
+
+
+def drop_tokens(t: Tokens, keys: jax.Array, ratio: float, keep_first: bool) -> Tokens:
+    """Each example keeps a random subset of its tokens, in their original order.
+
+    MAE-style: the tokens of lowest uniform noise (from the example's key) are kept. The
+    class token (`keep_first`) and the pooled token (`pool_index`) are always kept;
+    padding tokens (`mask` False) go before any real token. Position embeddings were added
+    by the stem, so a kept token still knows where it was; the mask and the pooled
+    token's index follow the kept tokens, and causal attention keeps its order.
+    """
+    batch, n, _ = t.x.shape
+    draw = lambda k: jax.random.uniform(jax.random.fold_in(k, TOKEN_DROP_SALT), (n,))
+    noise = jax.vmap(draw)(keys)
+    if t.mask is not None:
+        noise = jnp.where(t.mask, noise, noise + 1.0)  # padding is dropped first
+    forced = jnp.zeros((batch, n), bool)
+    if keep_first:
+        forced = forced.at[:, 0].set(True)
+    if t.pool_index is not None:
+        forced |= jnp.arange(n)[None, :] == t.pool_index[:, None]
+    noise = jnp.where(forced, -1.0, noise)
+    keep = kept_tokens(n, int(keep_first) + int(t.pool_index is not None), ratio)
+    index = jnp.sort(jnp.argsort(noise, axis=1)[:, :keep], axis=1)
+    x = jnp.take_along_axis(t.x, index[..., None], axis=1)
+    mask = None if t.mask is None else jnp.take_along_axis(t.mask, index, axis=1)
+    pool = None
+    if t.pool_index is not None:  # the pooled token's place among the kept ones
+        pool = jnp.sum(index < t.pool_index[:, None], axis=1).astype(t.pool_index.dtype)
+    return t._replace(x=x, mask=mask, pool_index=pool)
+
+
 class Tower(nn.Module):
     """stem -> encoder -> norm -> pool -> projection; outputs a dict of named arrays.
 
@@ -65,6 +109,7 @@ class Tower(nn.Module):
     act: str = "gelu"
     dtype: layers.Dtype = jnp.float32
     remat: str = "none"
+    token_drop: float = 0.0
     attention: str = "auto"  # layers.ATTENTION_IMPLEMENTATIONS
 
     @nn.compact
@@ -78,6 +123,8 @@ class Tower(nn.Module):
         """`keys`: one PRNG key per example ([B], or None): every random choice of a stem
         (masking, augmentation) is drawn from its example's key alone."""
         t = self.stem(x, keys=keys, train=train)
+        if train and keys is not None and self.token_drop > 0:
+            t = drop_tokens(t, keys, self.token_drop, keep_first=self.pool == "cls")
         h = layers.Encoder(
             self.depth,
             self.num_heads,
@@ -137,6 +184,7 @@ def tower(
         act=model_config.act,
         dtype=tower_dtype(tower_config, model_config),
         remat=tower_config.remat or model_config.remat,
+        token_drop=float(tower_config.get("token_drop", 0.0)),
         attention=model_config.get("attention", "auto"),
         **encoder,
     )

@@ -1,5 +1,6 @@
 """The training loop, top to bottom: mesh, model, data, state, step, then iterate."""
 
+import contextlib
 import json
 import logging
 
@@ -13,7 +14,7 @@ from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.data import modalities, pipeline
 from mmjax.metrics import MetricWriter, Progress
-from mmjax.parallel import chips, sharding
+from mmjax.parallel import agree, chips, sharding
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.sweeps import flops
 from mmjax.train import (
@@ -87,7 +88,8 @@ def counted_step_flops(config: ml_collections.ConfigDict, workdir: str) -> flops
     counted = flops.step_flops(config)
     if jax.process_index() == 0:
         record = {"key": key, "model": counted.model, "recompute": counted.recompute}
-        storage.write_text(path, json.dumps(record))
+        with contextlib.suppress(OSError):  # a read-only workdir: count again next time
+            storage.write_text(path, json.dumps(record))
     return counted
 
 
@@ -116,7 +118,8 @@ def restore_or_init(
     `batches_per_step`: data batches one step reads (micro-batches, streamed)."""
     restored = ckpt.restore_newest(built.abstract, data_iter)
     if restored is None:
-        return state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings), 0
+        fresh = state.init_state(built.init_fn, jax.random.key(config.seed), built.shardings)
+        return state.init_from(config, built, fresh), 0
     start, train_state, data_restored = restored
     if not data_restored:
         logging.warning(
@@ -182,6 +185,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
             to_device = lambda b: sharding.global_batch(b, mesh)
             batches = prefetch.prefetch(data_iter, to_device, config.data.device_prefetch)
             run = prefetch.PrefetchedStep(compiled, batches)
+        # The first step's collectives start together: gloo (CPU) gives a process that
+        # arrives late only 30 s, and compilation and restores take uneven times.
+        agree.barrier("first_step")
         try:
             for i in range(start + 1, end + 1):
                 profiler.before(i)
@@ -197,7 +203,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = Fal
                 for e in evaluators:
                     if e.due(i, done):
                         with progress.paused():
-                            results = evals.prefixed(e.name, e.evaluator.run(train_state.params))
+                            results = e.run(train_state.params, state.ema_params(train_state))
                         logging.info("step %d | %s", i, json.dumps(results))
                         writer.write(i, results)
                         last.update(results)

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from mmjax import params as params_lib
 from mmjax.losses.objectives import Objective
 from mmjax.models import Model, clamp_temperatures
-from mmjax.state import TrainState
-from mmjax.train import accumulate
+from mmjax.state import TrainState, ema_params
+from mmjax.train import accumulate, ema, freeze, token_drop
 
 Outputs = dict[str, dict[str, jax.Array]]
 
@@ -81,13 +82,26 @@ def make_apply_grads(
 ) -> Callable[[TrainState, jax.Array, dict, Any], tuple[TrainState, dict]]:
     """`apply(state, loss, metrics, grads) -> (state, metrics)`: the optimizer update,
     skipped whole when the loss or gradient is not finite. Shared by the one-jit step
-    and the streamed one (train/streamed.py)."""
+    and the streamed one (train/streamed.py).
+
+    Frozen parameters (locked towers, `optim.freeze`) never reach the optimizer: it runs
+    over the trainable part of the tree and they are put back untouched (train/freeze.py);
+    the EMA follows every applied update (train/ema.py).
+    """
+    frozen = params_lib.frozen_patterns(config)
 
     def apply(state: TrainState, loss: jax.Array, metrics: dict, grads: Any):
+        mask = params_lib.frozen_mask(state.params, frozen)
+        grads = params_lib.split(grads, mask)[0]
+        trainable, fixed = params_lib.split(state.params, mask)
         grad_norm = optax.tree.norm(grads)
         lr = applied_lr(schedule, state.opt_state)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = clamp_temperatures(optax.apply_updates(state.params, updates), config.objectives)
+        updates, opt_state = tx.update(grads, state.opt_state, trainable)
+        params = params_lib.merge(optax.apply_updates(trainable, updates), fixed)
+        params = clamp_temperatures(params, config.objectives)
+        averaged = state.ema
+        if averaged is not None:
+            averaged = ema.update(averaged, params_lib.split(params, mask)[0], config.ema.decay)
         # A non-finite loss or gradient drops the whole update: parameters and optimizer
         # moments stay as they were; the step and the data position still advance.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -97,6 +111,7 @@ def make_apply_grads(
             step=state.step + 1,
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
+            ema=keep(averaged, state.ema),
             skipped=state.skipped + (~finite).astype(jnp.int32),
             skipped_in_a_row=in_a_row,
         )
@@ -120,13 +135,29 @@ def make_train_step(
     schedule: optax.Schedule,
     config: ml_collections.ConfigDict,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings."""
-    grad_fn = make_grad_fn(model, objective, config.accum_steps)
+    """`train_step(state, batch) -> (state, metrics)`, pure; jit it with shardings.
+
+    Frozen parameters get no gradient computation (train/freeze.py); token-dropping
+    phases switch on the step (train/token_drop.py); an objective whose teacher is the
+    EMA model reads its embeddings of the batch (train/ema.py).
+    """
+    frozen = params_lib.frozen_patterns(config)
+    make = lambda m: make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
+    grad_fn = token_drop.phased_grad_fn(model, config, make)
+    teachers = objective.ema_teacher_modalities
     apply = make_apply_grads(tx, schedule, config)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         keys = example_keys(config.seed, state.step, config.batch_size)
-        (loss, metrics), grads = grad_fn(state.params, batch, keys)
+        if teachers:  # an objective's teacher is the EMA model (train/ema.py)
+            if state.ema is None:
+                raise ValueError("An objective has teacher='ema': set config.ema.decay.")
+            ema_model = ema_params(state)
+            batch = {
+                **batch,
+                **ema.teacher_embeddings(model, ema_model, batch, teachers, config.accum_steps),
+            }
+        (loss, metrics), grads = grad_fn(state.step, state.params, batch, keys)
         return apply(state, loss, metrics, grads)
 
     return train_step

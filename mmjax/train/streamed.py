@@ -38,7 +38,7 @@ from mmjax.losses.objectives import Objective
 from mmjax.parallel import sharding
 from mmjax.parallel.mesh import BATCH_AXES
 from mmjax.state import TrainState
-from mmjax.train import accumulate, step
+from mmjax.train import accumulate, freeze, step, token_drop
 
 ROWS = PartitionSpec(BATCH_AXES)
 
@@ -93,7 +93,13 @@ def make_parts(
     shards, k, batch = batch_shards(mesh), config.accum_steps, config.batch_size
     per_shard = batch // shards
     m = per_shard // k
-    forward = step.make_forward(built.model, objective)
+    if len(token_drop.phase_starts(config)) > 1 or objective.ema_teacher_modalities:
+        raise ValueError(
+            "Streamed accumulation supports neither token_drop_until nor teacher='ema':"
+            " use accum_streamed=False (the one-jit step has both)."
+        )
+    # Locked towers and frozen parameters: no backward pass through them (train/freeze.py).
+    forward = step.make_forward(freeze.stop_frozen(built.model, built.frozen), objective)
     logits_fn = step.make_logits(built.model)
     rows = NamedSharding(mesh, ROWS)
     replicated = sharding.replicated(mesh)
