@@ -30,6 +30,7 @@ pipeline that keeps two cores busy is not credited twice. Also the component cos
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -56,12 +57,23 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def reap_children(before: set, timeout_s: float = 60.0) -> None:
+    """Waits for the worker processes started since `before` (mmjax's pool shuts down
+    without waiting), so that their CPU time counts for the run that used them."""
+    deadline = time.perf_counter() + timeout_s
+    while set(multiprocessing.active_children()) - before:
+        if time.perf_counter() > deadline:
+            break
+        time.sleep(0.05)
+
+
 def measure(make_batches, batch: int, batches: int, warmup: int = 2) -> dict:
     """Wall and CPU time of `batches` batches after `warmup` (workers started, buffers full).
 
     CPU time: this process's (all threads) over the timed batches, plus worker processes'
     (known only once they are joined by `close`) in proportion to the batches timed.
     """
+    before = set(multiprocessing.active_children())  # e.g. --busy's spinner
     kids0 = _cpu(resource.RUSAGE_CHILDREN)
     it, close = make_batches()
     for _ in range(warmup):
@@ -72,6 +84,7 @@ def measure(make_batches, batch: int, batches: int, warmup: int = 2) -> dict:
     wall = time.perf_counter() - t1
     own = _cpu(resource.RUSAGE_SELF) - own1
     close()
+    reap_children(before)
     kids = (_cpu(resource.RUSAGE_CHILDREN) - kids0) * batches / (batches + warmup)
     n = batch * batches
     return {
@@ -251,8 +264,6 @@ def main() -> None:
     auto = images.pick("decoder", "auto"), images.pick("resizer", "auto")
     busy = None
     if args.busy:
-        import multiprocessing
-
         busy = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
         busy.start()
     try:
