@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmjax import config as config_lib
+from mmjax import errors
 from mmjax.data import images, pipeline
 from tools.make_synthetic_shards import write_shards
 
@@ -228,6 +229,17 @@ def runs_for(shards: str, batch: int, n: int, auto: tuple[str, str]) -> list:
     return runs
 
 
+def int_list(flag: str, text: str) -> list[int]:
+    """ "1,2" -> [1, 2]; anything else fails naming the flag."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise errors.UsageError(f"{flag}={text}: give positive integers, e.g. {flag}=1,2.")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1536, help="images timed per run")
@@ -238,6 +250,7 @@ def main() -> None:
     parser.add_argument("--shards", default="", help="existing shard folder (else written)")
     parser.add_argument("--out", default="bench_data.json")
     args = parser.parse_args()
+    threads = int_list("--threads", args.threads)
     tmp = tempfile.TemporaryDirectory()
     shards = args.shards or tmp.name
     if not args.shards:
@@ -254,7 +267,7 @@ def main() -> None:
         busy = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
         busy.start()
     try:
-        for n in [int(x) for x in args.threads.split(",")]:
+        for n in threads:
             runs = runs_for(shards, args.batch, n, auto)
             for round_ in range(args.pairs):
                 for name, make in runs:
@@ -310,4 +323,4 @@ def print_tables(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)
