@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax import storage
+from mmjax.errors import UserError
 from mmjax.parallel import agree
 
 CHECKSUMS = "mmjax_checksums.json"
@@ -116,7 +117,7 @@ def check_files(step_dir: str, share: int = 0, shares: int = 1) -> list[str]:
     return problems
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """Checkpoints exist but none can be restored into the current run."""
 
 

@@ -1,18 +1,19 @@
 """Helpers for configs: `arg` strings ("runlocal,res=64") and config validation."""
 
 import dataclasses
-import importlib.util
-import pathlib
 from typing import Any
 
 import ml_collections
+
+from mmjax.errors import UserError, suggest
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     """Parses a config arg like "runlocal,res=224" into a ConfigDict.
 
     A bare word sets a boolean flag; `key=value` casts the value to the type of the default.
-    Unknown keys fail, so a typo in a launch command never passes silently.
+    Unknown keys and values of the wrong type fail (`ConfigError`), so a typo in a launch
+    command never passes silently.
     """
     result = ml_collections.ConfigDict(defaults)
     if not arg:
@@ -23,40 +24,61 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
             continue
         key, _, value = part.partition("=")
         if key not in defaults:
-            known = ", ".join(sorted(defaults))
-            raise ValueError(f"Unknown config arg {key!r} in {arg!r}; known: {known}.")
+            known = ", ".join(sorted(defaults)) or "none"
+            raise ConfigError(
+                f"Unknown config arg {key!r} in {arg!r}; known: {known}.{suggest(key, defaults)}"
+            )
         default = defaults[key]
         if not value:
             result[key] = True
         elif isinstance(default, bool):
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigError(f"config arg {part!r}: {key} takes true or false.")
             result[key] = value.lower() in ("1", "true", "yes")
         elif default is None:
             result[key] = value
         else:
-            result[key] = type(default)(value)
+            try:
+                result[key] = type(default)(value)
+            except ValueError:
+                kind = {int: "an integer", float: "a number"}.get(type(default), "a value")
+                raise ConfigError(
+                    f"config arg {part!r}: {key} takes {kind} (default {default!r}), not {value!r}."
+                ) from None
     return result
 
 
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: dict[str, Any]
 ) -> ml_collections.ConfigDict:
-    """Sets dotted fields ({"optim.lr": 1e-3}) in place, as `--config.optim.lr=1e-3` would."""
+    """Sets dotted fields ({"optim.lr": 1e-3}) in place, as `--config.optim.lr=1e-3` would;
+    an unknown field or a value of the wrong type raises `ConfigError` naming it."""
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
         node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        for depth, p in enumerate([*parents, leaf]):
+            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+                where = ".".join(parents[:depth]) or "the config"
+                known = list(node) if isinstance(node, ml_collections.ConfigDict) else []
+                hint = suggest(p, known)
+                raise ConfigError(f"override {key!r}: {where} has no field {p!r}.{hint}")
+            if depth < len(parents):
+                node = node[p]
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"override {key}={value!r}: {e}") from None
     return config
 
 
 def load_config(config_flag: str, overrides: dict[str, Any] | None = None):
-    """`configs/demo.py:steps=10` -> its `get_config("steps=10")`, then `overrides`."""
-    path, _, arg = config_flag.partition(":")
-    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return apply_overrides(module.get_config(arg or None), overrides or {})
+    """`configs/demo.py:steps=10` -> its `get_config("steps=10")`, then `overrides`.
+
+    A missing or failing config file raises a `UserError` naming it (mmjax/cli.py).
+    """
+    from mmjax import cli
+
+    return apply_overrides(cli.load_file(config_flag), overrides or {})
 
 
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -76,50 +98,18 @@ class Problem:
         return f"config.{self.field}: {self.message}"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run, with one line per problem."""
 
 
-def check(config: ml_collections.ConfigDict, num_devices: int, num_processes: int) -> None:
-    """Fails before compilation on a config that cannot run, saying what to change."""
-    problems: list[Problem] = []
-    batch = config.batch_size
-    if config.accum_steps < 1:
-        problems.append(Problem("accum_steps", f"must be >= 1, got {config.accum_steps}."))
-    elif batch <= 0:
-        problems.append(Problem("batch_size", f"must be positive, got {batch}."))
-    elif batch % num_devices:
-        problems.append(
-            Problem(
-                "batch_size",
-                f"{batch} is not divisible by the {num_devices} devices; use a multiple"
-                f" of {num_devices}, e.g. {max(num_devices, batch // num_devices * num_devices)}.",
-            )
-        )
-    elif batch % (num_devices * config.accum_steps):
-        problems.append(
-            Problem(
-                "batch_size",
-                f"{batch} does not split into accum_steps={config.accum_steps} micro-batches"
-                f" over {num_devices} devices; use a multiple of"
-                f" {num_devices * config.accum_steps}.",
-            )
-        )
-    elif batch % num_processes:
-        problems.append(
-            Problem("batch_size", f"{batch} is not divisible by {num_processes} processes.")
-        )
-    if config.total_steps <= 0:
-        problems.append(Problem("total_steps", f"must be positive, got {config.total_steps}."))
-    if config.schedule.warmup_steps > config.total_steps:
-        problems.append(
-            Problem(
-                "schedule.warmup_steps",
-                f"{config.schedule.warmup_steps} exceeds total_steps={config.total_steps}.",
-            )
-        )
-    if problems:
-        raise ConfigError("Invalid config:\n  " + "\n  ".join(map(str, problems)))
+def check(
+    config: ml_collections.ConfigDict, num_devices: int | None, num_processes: int | None
+) -> None:
+    """Fails before anything is built on a config that cannot run, listing every problem
+    with its field and what to change (every check is in mmjax/validate.py)."""
+    from mmjax import validate
+
+    validate.check(config, num_devices, num_processes)
 
 
 def _entry(
@@ -129,7 +119,8 @@ def _entry(
     unknown = sorted(set(fields) - set(defaults))
     if unknown:
         known = ", ".join(sorted(defaults))
-        raise ValueError(f"Unknown field(s) {unknown} for {kind}; known: {known}.")
+        hint = suggest(unknown[0], defaults)
+        raise ConfigError(f"Unknown field(s) {unknown} for {kind}; known: {known}.{hint}")
     c = ml_collections.ConfigDict(defaults)
     for k, v in fields.items():
         c[k] = v

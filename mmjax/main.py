@@ -8,26 +8,28 @@ A workdir that holds a checkpoint is resumed from its latest step.
   python -m mmjax.main --mode=eval --config=configs/demo.py --workdir=DIR [--step=N]
 
 evaluates the latest (or the named) checkpoint with every evaluator in `config.evals`.
+
+Every mistake in what is given (a flag, a config field or value, a path, the data, a
+checkpoint) ends the run before anything is compiled, or as soon as it shows, with one
+line that names it and says what to do, and status 1 (mmjax/errors.py). Only a bug in
+mmjax prints a traceback.
 """
 
+import dataclasses
 import logging
 import os
 import sys
 
 import jax
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
-from mmjax import checkpoint, storage
-from mmjax import config as config_lib
-from mmjax import workdir as workdir_lib
-from mmjax.evals import standalone
+from mmjax import cli, errors, storage, validate
+from mmjax.errors import UsageError, UserError
 from mmjax.parallel import agree
 from mmjax.parallel import mesh as mesh_lib
-from mmjax.train import guard, loop, memory, preemption
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory; default ./workdirs/<config>.")
 _MODE = flags.DEFINE_enum(
     "mode", "train", ["train", "eval"], "train (or resume), or eval a checkpoint."
@@ -36,16 +38,19 @@ _STEP = flags.DEFINE_integer("step", None, "--mode=eval: the checkpoint step; de
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Continue a workdir whose config.json differs from --config."
 )
+CONFIG_HELP = "--config=PATH[:ARG] (a config file, e.g. configs/demo.py) and --config.x=y overrides"
 
-# Failures with a message that says what to do: printed without a traceback.
-ACTIONABLE = (
-    agree.ProcessFailedError,
-    checkpoint.CheckpointError,
-    config_lib.ConfigError,
-    workdir_lib.WorkdirConfigError,
-    guard.NonFiniteError,
-    memory.OutOfMemoryError,
-)
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A parsed command line."""
+
+    config: ml_collections.ConfigDict
+    config_flag: str
+    workdir: str
+    mode: str
+    step: int | None
+    overwrite: bool
 
 
 def default_workdir(config_flag: str) -> str:
@@ -57,6 +62,45 @@ def default_workdir(config_flag: str) -> str:
     return storage.join("workdirs", name)
 
 
+def _parse_absl(argv: list[str]) -> list[str]:
+    """absl's flags (--workdir, --mode, ...; --help prints and exits) from `argv`."""
+    flags.FLAGS.unparse_flags()  # a second parse in one process starts from the defaults
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        known = f"{CONFIG_HELP}, --workdir, --mode, --step, --overwrite"
+        text = str(e).replace(" ?", "?").rstrip()
+        end = "" if text.endswith((".", "?")) else "."
+        raise UsageError(f"{text}{end} Flags: {known}.") from None
+
+
+def parse(argv: list[str]) -> Command:
+    """The command line -> a `Command`; any mistake in it ends the process with one line.
+
+    `--config` and its overrides are parsed by mmjax/cli.py (messages that name the
+    field); the other flags by absl.
+    """
+    with errors.boundary():
+        config_flag, overrides, rest = cli.split_argv(argv[1:])
+        left = _parse_absl([argv[0], *rest])
+        if len(left) > 1:
+            raise UsageError(f"unexpected argument {left[1]!r}; flags are {CONFIG_HELP}.")
+        if config_flag is None:
+            raise UsageError(f"--config is required: {CONFIG_HELP}.")
+        config = cli.load_file(config_flag)
+        cli.apply_overrides(config, overrides)
+        if _STEP.value is not None and (_MODE.value != "eval" or _STEP.value < 0):
+            raise UsageError(f"--step={_STEP.value}: a checkpoint step >= 0, with --mode=eval.")
+        return Command(
+            config,
+            config_flag,
+            _WORKDIR.value or default_workdir(config_flag),
+            _MODE.value,
+            _STEP.value,
+            _OVERWRITE.value,
+        )
+
+
 class _QuietLibraries(logging.Filter):
     """Keeps INFO lines from mmjax only: Orbax and Grain log every save at INFO."""
 
@@ -64,50 +108,61 @@ class _QuietLibraries(logging.Filter):
         return record.levelno >= logging.WARNING or f"{os.sep}mmjax{os.sep}" in record.pathname
 
 
-def _fail() -> None:
-    """An unexpected error: its traceback, and in a multi-process run an exit that does
-    not wait for the other processes (see agree.exit_now)."""
-    if jax.process_count() == 1:
-        raise  # the exception the caller is handling
-    logging.exception("Failed:")
-    agree.exit_now(1)
-
-
-def main(argv: list[str]) -> None:
-    del argv
-    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
-    config = _CONFIG.value
-    mesh_lib.maybe_initialize_distributed(config.distributed)  # before any backend use
-
-    workdir = _WORKDIR.value or default_workdir(
-        config_flags.get_config_filename(flags.FLAGS["config"])
-    )
-    logging.info("Workdir: %s", storage.absolute(workdir))
-    # A failure in one process stops the others with its message, never leaves them hung.
-    watch = agree.FailureWatch(ignore=(preemption.Preempted,))
-    if _MODE.value == "eval":
-        try:
-            with watch:
-                standalone.evaluate(config, workdir, _STEP.value)
-        except (standalone.NoCheckpointError, *ACTIONABLE) as error:
-            logging.error("%s", error)
-            agree.exit_now(1)
-        except Exception:
-            _fail()
-        return
+def _exit(status: int) -> None:
+    """Exits; in a multi-process run without waiting for the others (agree.exit_now)."""
     try:
-        with watch:
-            results = loop.train(config, workdir, _OVERWRITE.value)
-    except preemption.Preempted as stop:
-        logging.warning("%s", stop)
-        sys.exit(preemption.PREEMPTED_EXIT_CODE)
-    except ACTIONABLE as error:
-        logging.error("%s", error)
-        agree.exit_now(1)
-    except Exception:
-        _fail()
-    if jax.process_index() == 0:
-        print_summary(results, workdir)
+        multi = jax.process_count() > 1
+    except Exception:  # the runtime itself failed to start: nothing to wait for
+        multi = False
+    if multi:
+        agree.exit_now(status)
+    sys.exit(status)
+
+
+def start_runtime(config: ml_collections.ConfigDict) -> None:
+    """JAX's multi-process runtime, when the config asks for it; a failure to reach the
+    coordinator or to find the cluster is the environment's, and said so."""
+    validate.check_distributed(config)
+    try:
+        mesh_lib.maybe_initialize_distributed(config.distributed)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(
+            f"config.distributed: the multi-process runtime did not start ({type(e).__name__}:"
+            f" {str(e)[:500]}). Check coordinator_address, num_processes and process_id, or"
+            " set distributed.initialize=False for a single process."
+        ) from e
+
+
+def run_command(command: Command) -> dict:
+    """Validates, then trains or evaluates: what `main` does inside its error boundary."""
+    from mmjax.evals import standalone
+    from mmjax.train import loop, preemption
+
+    config = command.config
+    start_runtime(config)
+    # A failure in one process stops the others with its message, never leaves them hung.
+    with agree.FailureWatch(ignore=(preemption.Preempted,)):
+        validate.check(config, jax.device_count(), jax.process_count(), deep=True)
+        validate.check_workdir(command.workdir, create=command.mode == "train")
+        logging.info("Workdir: %s", storage.absolute(command.workdir))
+        if command.mode == "eval":
+            return standalone.evaluate(config, command.workdir, command.step)
+        return loop.train(config, command.workdir, command.overwrite)
+
+
+def main(command: Command) -> None:
+    """Runs a parsed command (`app.run` hands over what `parse` returned)."""
+    from mmjax.train import preemption
+
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+    with errors.boundary(exit_with=_exit, reported=(agree.ProcessFailedError,)):
+        try:
+            results = run_command(command)
+        except preemption.Preempted as stop:
+            logging.warning("%s", stop)
+            _exit(preemption.PREEMPTED_EXIT_CODE)
+    if command.mode == "train" and jax.process_index() == 0:
+        print_summary(results, command.workdir)
 
 
 def print_summary(results: dict[str, float], workdir: str) -> None:
@@ -123,10 +178,9 @@ def print_summary(results: dict[str, float], workdir: str) -> None:
         )
 
 
-def run() -> None:
-    """Console entry point."""
-    flags.mark_flag_as_required("config")
-    app.run(main)
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point; `argv` defaults to sys.argv."""
+    app.run(main, argv=argv, flags_parser=parse)
 
 
 if __name__ == "__main__":

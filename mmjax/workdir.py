@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from mmjax import storage
+from mmjax.errors import UserError
 from mmjax.parallel import agree
 
 OPERATIONAL = (
@@ -34,7 +35,7 @@ OPERATIONAL = (
 )
 
 
-class WorkdirConfigError(RuntimeError):
+class WorkdirConfigError(UserError, RuntimeError):
     """The workdir holds a run with a different config."""
 
 

@@ -12,6 +12,20 @@ import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+CACHE_ENV = "MMJAX_TEST_COMPILATION_CACHE"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """One persistent compilation cache for the session, shared by the xdist workers: the
+    many tests that compile the same tiny train step compile it once. `tiny_config` runs
+    use it too (its `compile_cache_dir`); tests of the cache itself set their own."""
+    base = session.config._tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla_cache"
+    path.mkdir(exist_ok=True)
+    os.environ[CACHE_ENV] = str(path)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long tests; run with --runslow")

@@ -1,5 +1,7 @@
 """Shared test fixtures: a tiny model config and numpy references."""
 
+import os
+
 import ml_collections
 import numpy as np
 
@@ -28,6 +30,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     c.data.num_threads = 1
     c.data.prefetch = 1
     c.data.synthetic.num_eval = 40
+    # The session's shared cache (tests/conftest.py), not one per workdir.
+    c.compile_cache_dir = os.environ.get("MMJAX_TEST_COMPILATION_CACHE", "")
     c.lock()
     return config_lib.apply_overrides(c, overrides)
 

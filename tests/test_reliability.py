@@ -161,12 +161,13 @@ def test_checkpoints_that_do_not_fit_the_config_fail_loudly(tmp_path):
 
 def test_a_start_that_fails_before_training_never_needs_overwrite(tmp_path):
     config = [f"--config={REPO}/configs/demo.py:steps=2,batch=16", *DEMO]
-    # A typo in a config value that only fails once the step is being built.
-    loss = "--config.objectives.image_text.loss"
-    out = run_cli([*config, f"{loss}=sigmoidd"], tmp_path, devices=2, expect=1).stderr
-    assert "sigmoidd" in out
     workdir = tmp_path / "workdirs" / "demo_steps_2_batch_16"  # the default workdir
-    assert not (workdir / "config.json").exists()
+    # A misspelt field, then a misspelt value: each one line, neither leaves anything behind.
+    loss = "--config.objectives.image_text.loss"
+    for typo, says in ((f"{loss[:-1]}=sigmoid", "Did you mean"), (f"{loss}=sigmoidd", "sigmoidd")):
+        out = run_cli([*config, typo], tmp_path, devices=2, expect=1).stderr
+        assert says in out and "Traceback" not in out, out[-3000:]
+        assert not (workdir / "config.json").exists()
     out = run_cli([*config, f"{loss}=sigmoid"], tmp_path, devices=2).stderr
     assert "Training from step 0 to 2" in out
     saved = json.loads((workdir / "config.json").read_text())

@@ -30,6 +30,7 @@ pipeline that keeps two cores busy is not credited twice. Also the component cos
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -43,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmjax import config as config_lib
+from mmjax import errors
 from mmjax.data import images, pipeline
 from tools.make_synthetic_shards import write_shards
 
@@ -55,12 +57,23 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def reap_children(before: set, timeout_s: float = 60.0) -> None:
+    """Waits for the worker processes started since `before` (mmjax's pool shuts down
+    without waiting), so that their CPU time counts for the run that used them."""
+    deadline = time.perf_counter() + timeout_s
+    while set(multiprocessing.active_children()) - before:
+        if time.perf_counter() > deadline:
+            break
+        time.sleep(0.05)
+
+
 def measure(make_batches, batch: int, batches: int, warmup: int = 2) -> dict:
     """Wall and CPU time of `batches` batches after `warmup` (workers started, buffers full).
 
     CPU time: this process's (all threads) over the timed batches, plus worker processes'
     (known only once they are joined by `close`) in proportion to the batches timed.
     """
+    before = set(multiprocessing.active_children())  # e.g. --busy's spinner
     kids0 = _cpu(resource.RUSAGE_CHILDREN)
     it, close = make_batches()
     for _ in range(warmup):
@@ -71,6 +84,7 @@ def measure(make_batches, batch: int, batches: int, warmup: int = 2) -> dict:
     wall = time.perf_counter() - t1
     own = _cpu(resource.RUSAGE_SELF) - own1
     close()
+    reap_children(before)
     kids = (_cpu(resource.RUSAGE_CHILDREN) - kids0) * batches / (batches + warmup)
     n = batch * batches
     return {
@@ -215,6 +229,17 @@ def runs_for(shards: str, batch: int, n: int, auto: tuple[str, str]) -> list:
     return runs
 
 
+def int_list(flag: str, text: str) -> list[int]:
+    """ "1,2" -> [1, 2]; anything else fails naming the flag."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise errors.UsageError(f"{flag}={text}: give positive integers, e.g. {flag}=1,2.")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1536, help="images timed per run")
@@ -225,6 +250,7 @@ def main() -> None:
     parser.add_argument("--shards", default="", help="existing shard folder (else written)")
     parser.add_argument("--out", default="bench_data.json")
     args = parser.parse_args()
+    threads = int_list("--threads", args.threads)
     tmp = tempfile.TemporaryDirectory()
     shards = args.shards or tmp.name
     if not args.shards:
@@ -238,12 +264,10 @@ def main() -> None:
     auto = images.pick("decoder", "auto"), images.pick("resizer", "auto")
     busy = None
     if args.busy:
-        import multiprocessing
-
         busy = multiprocessing.get_context("spawn").Process(target=spin, daemon=True)
         busy.start()
     try:
-        for n in [int(x) for x in args.threads.split(",")]:
+        for n in threads:
             runs = runs_for(shards, args.batch, n, auto)
             for round_ in range(args.pairs):
                 for name, make in runs:
@@ -299,4 +323,4 @@ def print_tables(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -33,7 +33,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
-from mmjax.losses import get_loss, sharded_loss  # noqa: E402
+from mmjax import errors  # noqa: E402
+from mmjax.losses import LOSSES, get_loss, sharded_loss  # noqa: E402
 from mmjax.parallel.mesh import BATCH_AXES, make_mesh  # noqa: E402
 
 VARIANTS = "softmax,softmax_ring,sigmoid,sigmoid_ring,multi_positive,multi_positive_ring"
@@ -142,11 +143,18 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
 def main() -> None:
     args = parse_args()
     names = args.variants.split(",")
+    for name in names:
+        if name not in LOSSES:
+            raise errors.UsageError(
+                f"--variants: {errors.unknown_name('loss', name, LOSSES.names())}"
+            )
     widths = [int(w) for w in args.widths.split(",")]
     batches = [2**k for k in range(args.min_log2, args.max_log2 + 1)]
     n_dev = args.devices
     if jax.device_count() < n_dev:
-        raise SystemExit(f"need {n_dev} devices, JAX sees {jax.device_count()}")
+        raise errors.UsageError(
+            f"--devices={n_dev}: JAX sees {jax.device_count()} devices; pass fewer."
+        )
     result = {
         "meta": {
             "jax": jax.__version__,
@@ -254,4 +262,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -28,6 +28,7 @@ import ml_collections
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmjax import config as config_lib
+from mmjax import errors
 from mmjax.data import modalities, pipeline, sources
 from mmjax.data.examples import Prepare
 from mmjax.data.stages import TrainIterator
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from mmjax import config as mmconfig
-from mmjax import losses, state
+from mmjax import errors, losses, state
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 from mmjax.train import loop
@@ -75,7 +75,10 @@ def main() -> None:
     parser.add_argument("--ratios", default="0,0.5,0.75")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    ratios = [float(r) for r in args.ratios.split(",")]
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")]
+    except ValueError:
+        raise errors.UsageError(f"--ratios={args.ratios}: give numbers, e.g. 0,0.5.") from None
     runs = {}
     for r in ratios:
         start = time.perf_counter()
@@ -108,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

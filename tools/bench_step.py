@@ -73,7 +73,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mmjax import config as config_lib  # noqa: E402
-from mmjax import losses, state  # noqa: E402
+from mmjax import errors, losses, state, validate  # noqa: E402
 from mmjax.data import modalities, pipeline  # noqa: E402
 from mmjax.parallel import chips, sharding  # noqa: E402
 from mmjax.parallel import mesh as mesh_lib  # noqa: E402
@@ -91,8 +91,14 @@ def parse_value(text: str):
 
 
 def load(config_flag: str, sets: list[str]):
+    """The config with its `--set`s, checked as `python -m mmjax.main` checks it."""
+    bad = [s for s in sets if "=" not in s]
+    if bad:
+        raise errors.UsageError(f"--set {bad[0]}: give key=value, e.g. --set batch_size=16.")
     overrides = dict(s.split("=", 1) for s in sets)
-    return config_lib.load_config(config_flag, {k: parse_value(v) for k, v in overrides.items()})
+    config = config_lib.load_config(config_flag, {k: parse_value(v) for k, v in overrides.items()})
+    validate.check(config, jax.device_count(), jax.process_count())
+    return config
 
 
 def random_batch(config, rows: int, seed: int = 0) -> dict:
@@ -398,4 +404,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

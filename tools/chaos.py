@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from mmjax import checkpoint, storage
+from mmjax import checkpoint, errors, storage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def chaos_run(args, workdir: str, rng: random.Random) -> list[dict]:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, args.max_delay))
         if proc.poll() is not None:
-            raise SystemExit("The run finished before all kills: raise --steps.")
+            raise errors.UsageError("The run finished before all kills: raise --steps.")
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         at = logged_steps(workdir)[-1]
         proc.send_signal(sig)
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     base = args.workdir  # local or gs://
     if storage.exists(base):
-        raise SystemExit(f"{base} exists: remove it or pass another --workdir.")
+        raise errors.UsageError(f"{base} exists: remove it or pass another --workdir.")
     rng = random.Random(args.seed)
 
     start = time.time()
@@ -182,4 +182,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

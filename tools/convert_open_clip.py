@@ -30,10 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from mmjax import cli, errors, storage
 from mmjax import config as config_lib
-from mmjax import storage
+from mmjax.errors import UsageError
 from mmjax.interop import checkpoints
 from mmjax.interop import open_clip as oc
 
@@ -48,16 +48,16 @@ _OUT = flags.DEFINE_string("out", "", "export: output folder; default WORKDIR/op
 _FORMAT = flags.DEFINE_enum(
     "format", "safetensors", ["safetensors", "bin"], "export: weights file format."
 )
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "export: the run's config (path[:arg]); default WORKDIR/config.json."
-)
+# export: the run's config, --config=PATH[:ARG] and --config.x=y (mmjax/cli.py); default
+# WORKDIR/config.json.
+_config = None
 
 WEIGHTS = {"safetensors": "open_clip_model.safetensors", "bin": "open_clip_pytorch_model.bin"}
 
 
 def import_weights() -> None:
     if not (_CHECKPOINT.value and _MODEL.value and _WORKDIR.value):
-        raise app.UsageError("import needs --checkpoint, --model and --workdir.")
+        raise UsageError("import needs --checkpoint, --model and --workdir.")
     model = _MODEL.value
     arch = oc.arch_from_open_clip(
         oc.model_cfg_from_name_or_file(model), oc.preprocess_cfg_from_name_or_file(model)
@@ -79,8 +79,8 @@ def import_weights() -> None:
 
 def export_weights() -> None:
     if not _WORKDIR.value:
-        raise app.UsageError("export needs --workdir.")
-    config = _CONFIG.value
+        raise UsageError("export needs --workdir.")
+    config = _config
     if config is None:
         config = checkpoints.config_from_json(storage.join(_WORKDIR.value, "config.json"))
     arch = oc.arch_from_mmjax(config)
@@ -99,13 +99,26 @@ def export_weights() -> None:
     )
 
 
+COMMANDS = {"import": import_weights, "export": export_weights}
+
+
+def parse(argv: list[str]) -> list[str]:
+    """`--config` (export) by mmjax/cli.py, the rest by absl; a mistake ends in one line."""
+    global _config
+    with errors.boundary():
+        _config, left = cli.parse_tool_argv(argv)
+        if len(left) != 2 or left[1] not in COMMANDS:
+            raise UsageError("usage: convert_open_clip.py import|export --flags (--help).")
+        return left
+
+
 def main(argv: list[str]) -> None:
-    commands = {"import": import_weights, "export": export_weights}
-    if len(argv) != 2 or argv[1] not in commands:
-        raise app.UsageError("usage: convert_open_clip.py import|export --flags")
     logging.set_verbosity(logging.WARNING)
-    commands[argv[1]]()
+    # The converter's own refusals: a model or option open_clip cannot express, weights
+    # that do not fit, a workdir that already holds checkpoints.
+    with errors.boundary(), errors.refusals(argv[1], "mmjax", "interop"):
+        COMMANDS[argv[1]]()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "clip_bpe_captions.json"
+sys.path.insert(0, str(REPO))
+
+from mmjax import errors  # noqa: E402
 
 REALISTIC = [
     "a photo of a cat sitting on a windowsill",
@@ -178,7 +181,9 @@ def open_clip_tokenize():
     """open_clip's `tokenize`, loaded from its file (see the module docstring)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("open_clip_torch is not installed (see the module docstring).")
+        raise errors.MissingPackageError(
+            "open_clip_torch is not installed (see the module docstring)."
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
     module_spec = importlib.util.spec_from_file_location("open_clip_tokenizer", path)
     module = importlib.util.module_from_spec(module_spec)
@@ -195,7 +200,6 @@ def main() -> None:
     texts = captions()
     ids = tokenize(texts, context_length=77).numpy()
     if args.check:
-        sys.path.insert(0, str(REPO))
         from mmjax.data.clip_bpe import ClipBpeTokenizer
 
         ours = ClipBpeTokenizer(77)
@@ -218,4 +222,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

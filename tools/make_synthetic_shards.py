@@ -36,6 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmjax import errors
 from mmjax.data.synthetic import CLASS_NAMES, SyntheticSource
 from mmjax.data.synthetic_multimodal import ALL_MODALITIES, MultimodalSyntheticSource
 
@@ -170,18 +171,24 @@ def _spoil(fields: dict[str, bytes], example: dict, defect: str, index: int, lay
         fields[f"{modality}.npy"] = npy(example[modality][:-1])
 
 
+class ShardSpecError(errors.UserError, ValueError):
+    """Shards that cannot be written as asked."""
+
+
 def _check(layout: Layout, fractions: dict[str, float]) -> None:
     unknown = set(layout.modalities) - set(ALL_MODALITIES)
     if unknown or not layout.modalities:
-        raise ValueError(f"Unknown modalities {sorted(unknown)}; known: {ALL_MODALITIES}.")
+        raise ShardSpecError(f"Unknown modalities {sorted(unknown)}; known: {ALL_MODALITIES}.")
     if layout.audio_format not in ("flac", "wav"):
-        raise ValueError(f"audio_format must be flac or wav, not {layout.audio_format!r}.")
+        raise ShardSpecError(f"audio_format must be flac or wav, not {layout.audio_format!r}.")
     for defect, fraction in fractions.items():
         if defect not in DEFECTS:
-            raise ValueError(f"Unknown defect {defect!r}; known: {', '.join(DEFECTS)}.")
+            raise ShardSpecError(f"Unknown defect {defect!r}; known: {', '.join(DEFECTS)}.")
         needs = DEFECTS[defect][0]
+        if not 0 <= fraction <= 1:
+            raise ShardSpecError(f"{defect}: a fraction in [0, 1], not {fraction}.")
         if fraction and not set(needs) & set(layout.modalities):
-            raise ValueError(f"{defect} spoils {' or '.join(needs)}, which is not written.")
+            raise ShardSpecError(f"{defect} spoils {' or '.join(needs)}, which is not written.")
 
 
 def write_shards(
@@ -288,4 +295,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmjax import scaling, storage
+from mmjax import errors, scaling, storage
 
 Groups = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -32,11 +32,24 @@ def read_groups(path: str, x: str, metric: str, group: list[str]) -> Groups:
     """{group label: (x, error)} from the CSV (local or gs://); rows without the metric
     are left out."""
     points = defaultdict(list)
-    for r in csv.DictReader(io.StringIO(storage.read_text(path), newline="")):
+    rows = csv.DictReader(io.StringIO(storage.read_text(path), newline=""))
+    columns = rows.fieldnames or []
+    for flag, name in [("--x", x), ("--metric", metric), *(("--group", g) for g in group)]:
+        if name not in columns:
+            raise errors.UsageError(
+                f"{flag}: {errors.unknown_name(f'column of {path}', name, columns)}"
+            )
+    for r in rows:
         if r.get(metric, "") == "":
             continue
         label = ", ".join(f"{g}={r[g]}" for g in group) or "all"
-        points[label].append((float(r[x]), 1.0 - float(r[metric])))
+        try:
+            points[label].append((float(r[x]), 1.0 - float(r[metric])))
+        except ValueError:
+            raise errors.UsageError(
+                f"--x={x} / --metric={metric}: {r[x]!r}, {r[metric]!r} in {path} are not"
+                " numbers; pick numeric columns."
+            ) from None
     return {k: tuple(np.array(sorted(v)).T) for k, v in points.items()}
 
 
@@ -110,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

@@ -12,7 +12,6 @@ The final metrics of the finished runs go to DIR/results.csv (columns: mmjax/swe
 """
 
 import argparse
-import importlib.util
 import json
 import shlex
 import subprocess
@@ -23,16 +22,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmjax import storage
+from mmjax import cli, errors, storage
 from mmjax.sweeps import collect, config_io, grid
 
 
 def load_spec(path: str) -> dict[str, Any]:
-    """`get_sweep()` of a sweep file."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_sweep()
+    """`get_sweep()` of a sweep file (a missing or failing file: one line naming it)."""
+    return cli.load_module(path, "get_sweep", "sweep file")()
 
 
 def command(spec: dict[str, Any], run: grid.Run, workdir: str, python: str) -> list[str]:
@@ -115,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

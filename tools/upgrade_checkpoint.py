@@ -24,24 +24,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from mmjax import cli, errors
+from mmjax.errors import UsageError
 from mmjax.interop import upgrade
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "The run directory to upgrade.")
 _KEEP_OLD = flags.DEFINE_bool(
     "keep_old", True, "Keep the old state items and config.json beside the new ones."
 )
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "The run's config (path[:arg]); default WORKDIR/config.json, upgraded."
-)
+# The run's config, --config=PATH[:ARG] and --config.x=y (mmjax/cli.py); default
+# WORKDIR/config.json, upgraded.
+_config = None
+
+
+def parse(argv: list[str]) -> list[str]:
+    """`--config` by mmjax/cli.py, the rest by absl; a mistake ends in one line."""
+    global _config
+    with errors.boundary():
+        _config, left = cli.parse_tool_argv(argv)
+        if len(left) > 1 or not _WORKDIR.value:
+            raise UsageError("usage: upgrade_checkpoint.py --workdir=DIR [--config=...]")
+        return left
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1 or not _WORKDIR.value:
-        raise app.UsageError("usage: upgrade_checkpoint.py --workdir=DIR [--config=...]")
     logging.set_verbosity(logging.ERROR)  # Orbax warns about every read-only open
-    r = upgrade.upgrade_workdir(_WORKDIR.value, _CONFIG.value, _KEEP_OLD.value)
+    # The upgrade's own refusals: no config.json, no checkpoint, a kept old state in the way.
+    with errors.boundary(), errors.refusals("upgrade", "mmjax", "interop"):
+        r = upgrade.upgrade_workdir(_WORKDIR.value, _config, _KEEP_OLD.value)
     lines = [f"Upgraded steps {r.upgraded} of {_WORKDIR.value}; each restores into the run."]
     if r.skipped:
         lines.append(f"Already in the new layout: steps {r.skipped}.")
@@ -54,4 +65,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse)

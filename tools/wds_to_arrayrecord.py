@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmjax import errors
 from mmjax.data import records, tar
 from mmjax.data.examples import field
 from mmjax.data.images import DECODERS, pick
@@ -147,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run(main)

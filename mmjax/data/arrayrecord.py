@@ -28,10 +28,26 @@ class ArrayRecordSource:
             fields = records.decode(self._records[index])
         except ValueError as e:
             return Skipped("bad_record", f"record {index}", str(e))
+        except Exception as e:  # a file gone or unreadable mid-run: skipped, not fatal
+            return Skipped("bad_record", f"record {index}", f"{type(e).__name__}: {e}")
         return fields
 
     def __repr__(self) -> str:  # Grain compares reprs when restoring a DataLoader
         return f"ArrayRecordSource({len(self.paths)} files, first={self.paths[0]!r})"
+
+
+def check(config: ml_collections.ConfigDict, num_processes: int | None = None) -> list[str]:
+    """What is wrong with `config.path` before reading: no files, or a first file that
+    does not open as ArrayRecord."""
+    try:
+        paths = list_files(config.path, ".array_record")
+    except (FileNotFoundError, ValueError) as e:
+        return [str(e)]
+    try:
+        len(grain.sources.ArrayRecordDataSource(paths[:1]))
+    except Exception as e:
+        return [f"{paths[0]} does not open as an ArrayRecord file: {type(e).__name__}: {e}"]
+    return []
 
 
 def build(config: ml_collections.ConfigDict) -> ArrayRecordSource:

@@ -109,5 +109,7 @@ class ClipBpeTokenizer:
         """BPE ids of the cleaned text, without start and end tokens."""
         return [i for w in self._pattern.findall(clean(text)) for i in self._word_ids(w)]
 
+    ids = encode  # the Tokenizer protocol's name
+
     def __call__(self, text: str) -> np.ndarray:
         return pack(self.encode(text), self.bos, self.eot, self.context_length)

@@ -4,7 +4,8 @@ Every source yields raw records: a dict of fields (a webdataset sample {"jpg": b
 "txt": bytes, "__key__": ...}, a TFDS example, the synthetic source's {"image": array,
 "text": str, "label": int}), or a `Skipped`. `Prepare` finds each modality's field by
 its `key` list and hands it to that modality's reader (modalities.py). Bad data never
-raises here: a corrupt image, an empty caption, a missing field become a `Skipped` marker
+raises here: a corrupt image, an empty caption, a missing field, a value that decodes to
+another shape or dtype than the reader declares become a `Skipped` marker
 that travels down the pipeline in the example's place and is counted when batches are
 formed (stages.py), so nothing is dropped silently and a resumed run counts the same.
 """
@@ -98,7 +99,28 @@ class Prepare:
                 return Skipped(f"missing_{name}", key)
             sub = LazyGenerator([base, zlib.crc32(name.encode())])
             result = reader(value, sub)
+            if not isinstance(result, Skipped):
+                result = _as_declared(result, reader, name)
             if isinstance(result, Skipped):
                 return dataclasses.replace(result, key=key)
             out[name] = result
         return out
+
+
+def _as_declared(value: Any, reader: Reader, name: str) -> np.ndarray | Skipped:
+    """`value` if it has the reader's declared shape (and dtype, or one of the same kind,
+    cast), else a `bad_<m>` skip.
+
+    Readers decode what the record holds: a file that decodes to another size (a
+    two-channel PNG, a clip of another layout) must not reach the batch, where stacking
+    it with the others would end the run.
+    """
+    shape, dtype = getattr(reader, "shape", None), getattr(reader, "dtype", None)
+    got = np.shape(value)
+    if shape is not None and got != tuple(shape):
+        return Skipped(f"bad_{name}", detail=f"decoded to shape {list(got)}, not {list(shape)}")
+    if dtype is None or np.asarray(value).dtype == dtype:
+        return value
+    if np.can_cast(np.asarray(value).dtype, dtype, "same_kind"):  # int64 labels, float64 ...
+        return np.asarray(value, dtype)
+    return Skipped(f"bad_{name}", detail=f"decoded to {np.asarray(value).dtype}, not {dtype}")

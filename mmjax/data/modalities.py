@@ -24,7 +24,7 @@ from mmjax.data import arrays, audio
 from mmjax.data.augment import ImageAugment, SignalAugment
 from mmjax.data.images import ImageTransform, pixel_box
 from mmjax.data.skipped import Skipped
-from mmjax.data.tokenizers import Tokenizer, build_tokenizer
+from mmjax.data.tokenizers import Tokenizer, build_tokenizer, fits, pack
 from mmjax.registry import Registry
 
 MODALITY_TYPES = Registry("data modality type")
@@ -171,20 +171,49 @@ class TextReader(Reader):
     With more than K captions, K distinct ones are drawn (training) or the first K taken
     (evaluation); with fewer, they are repeated in turn. Unusable captions are dropped
     first; a record with none left is skipped.
+
+    A caption longer than the context is cut, keeping the end token (`too_long="truncate"`,
+    what CLIP and open_clip do), or unusable (`"skip"`: counted as `long_<modality>`).
     """
 
-    def __init__(self, name: str, tokenizer: Tokenizer, captions: int = 0, train: bool = True):
+    def __init__(
+        self,
+        name: str,
+        tokenizer: Tokenizer,
+        captions: int = 0,
+        train: bool = True,
+        too_long: str = "truncate",
+    ):
+        if too_long not in TOO_LONG:
+            raise ValueError(f"too_long={too_long!r}: use one of {TOO_LONG}.")
         self.name, self.tokenizer, self.captions, self.train = name, tokenizer, captions, train
+        self.skip_long = too_long == "skip"
         self.multi = captions > 0
         length = (tokenizer.context_length,)
         self.shape = (captions, *length) if self.multi else length
         self.dtype = np.dtype(np.int32)
 
+    def _usable(self, value) -> str | np.ndarray | Skipped:
+        """A caption as clean text (tokenized when picked), or with `too_long="skip"` as
+        its tokens already (its length decides), or why it is unusable."""
+        text = text_of(value, self.name)
+        if not self.skip_long or isinstance(text, Skipped):
+            return text
+        t = self.tokenizer
+        ids = t.ids(text)
+        if not fits(t, ids):
+            return Skipped(
+                f"long_{self.name}", detail=f"{len(ids)} tokens > {t.context_length - 2}"
+            )
+        return pack(ids, t.bos, t.eot, t.context_length)
+
+    def _tokens(self, text: str | np.ndarray | Skipped) -> np.ndarray | Skipped:
+        return self.tokenizer(text) if isinstance(text, str) else text
+
     def __call__(self, value, rng):
         if not self.multi:
-            text = text_of(value, self.name)
-            return text if isinstance(text, Skipped) else self.tokenizer(text)
-        texts = [text_of(v, self.name) for v in value]
+            return self._tokens(self._usable(value))
+        texts = [self._usable(v) for v in value]
         good = [t for t in texts if not isinstance(t, Skipped)]
         if not good:
             return texts[0] if texts else Skipped(f"missing_{self.name}")
@@ -193,7 +222,7 @@ class TextReader(Reader):
             order = rng.permutation(len(good))[:k] if self.train else range(k)
             good = [good[i] for i in order]
         picked = [good[i % len(good)] for i in range(k)]
-        return np.stack([self.tokenizer(t) for t in picked])
+        return np.stack([self._tokens(t) for t in picked])
 
 
 def tower_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -208,16 +237,21 @@ def tower_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
     return towers[c.share] if c.share else c
 
 
+TOO_LONG = ("truncate", "skip")
+
+
 @register_modality(
     "text",
-    reasons=("missing", "bad", "empty"),
+    reasons=("missing", "bad", "empty", "long"),
     key="txt;text",
     tokenizer="simple",  # simple | clip_bpe | sentencepiece | bytes (docs/data.md)
     tokenizer_model="",  # sentencepiece: the .model file
     captions=0,  # K > 0: K captions per example ([K, L]), e.g. key="json/captions"
+    too_long="truncate",  # captions over the context: truncate (CLIP) | skip (long_<m>)
 )
 def text(name: str, c: ml_collections.ConfigDict, config, train: bool) -> TextReader:
-    return TextReader(name, modality_tokenizer(config, name), c.captions, train)
+    tokenizer = modality_tokenizer(config, name)
+    return TextReader(name, tokenizer, c.captions, train, c.too_long)
 
 
 def modality_tokenizer(config: ml_collections.ConfigDict, name: str) -> Tokenizer:

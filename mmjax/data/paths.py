@@ -3,12 +3,15 @@
 img2dataset writes `00000.tar ... 00999.tar` with `_stats.json` and parquet files beside
 them, and users name them as a folder, a glob, a brace range (`{00000..00999}.tar`) or a
 `gs://` URL. Remote paths go through fsspec (gcsfs, s3fs, ... when installed). A path that
-matches nothing fails at start, with the path in the message.
+matches nothing fails at start (`NoFilesError`, a user error), with the path and the
+nearest thing that does exist in the message.
 """
 
 import glob
 import os
 import re
+
+from mmjax.errors import MissingPackageError, UserError
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
@@ -31,6 +34,14 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for c in choices for out in expand_braces(head + c + tail)]
 
 
+class NoFilesError(UserError, FileNotFoundError):
+    """A data path that names no files."""
+
+
+class EmptyPathError(UserError, ValueError):
+    """No data path where one is needed."""
+
+
 def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
@@ -39,7 +50,7 @@ def _filesystem(path: str):
     try:
         import fsspec
     except ImportError as e:
-        raise ImportError(f"Reading {path} needs fsspec (pip install fsspec gcsfs).") from e
+        raise MissingPackageError(f"Reading {path} needs fsspec (pip install fsspec gcsfs).") from e
     return fsspec.core.url_to_fs(path)[0]
 
 
@@ -66,14 +77,29 @@ def list_files(path: str, suffix: str = "") -> list[str]:
     nothing matches.
     """
     if not path:
-        raise ValueError("config.data.path is empty: set it to the data files.")
+        raise EmptyPathError("the data path is empty: set it to the data files.")
     files: list[str] = []
-    for part in re.split(r"::|;", path):
-        for pattern in expand_braces(part.strip()):
-            files.extend(_match(pattern, suffix))
+    patterns = [p for part in re.split(r"::|;", path) for p in expand_braces(part.strip())]
+    for pattern in patterns:
+        files.extend(_match(pattern, suffix))
     if not files:
-        raise FileNotFoundError(f"config.data.path={path!r} matches no files.")
+        raise NoFilesError(f"{path!r} matches no files{_why_nothing(patterns[0], suffix)}.")
     return sorted(dict.fromkeys(files))
+
+
+def _why_nothing(pattern: str, suffix: str) -> str:
+    """Why a local pattern matched nothing: its folder is missing, or holds no such files."""
+    if is_remote(pattern):
+        return f" (first tried: {pattern})"
+    local = pattern.removeprefix("file://")
+    if os.path.isdir(local):
+        return f" (the folder {local} holds no *{suffix} files)"
+    folder = os.path.dirname(local) or "."
+    while folder not in ("", os.sep) and glob.has_magic(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f" (no such folder: {folder})"
+    return f" (first tried: {local})"
 
 
 def open_file(path: str):

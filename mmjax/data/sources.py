@@ -7,6 +7,7 @@ their own registry (evals/datasets.py).
 """
 
 import logging
+from collections.abc import Callable
 
 import ml_collections
 
@@ -101,6 +102,34 @@ def tfds(config: ml_collections.ConfigDict, split: str, seed: int):
 
     _train_only(split, "tfds")
     return tfds.build(config)
+
+
+# Source name -> check(data config, process count or None) -> problems with its files,
+# as messages: run before anything is built (mmjax/validate.py).
+SOURCE_CHECKS: dict[str, Callable[[ml_collections.ConfigDict, int | None], list[str]]] = {}
+
+
+def _check_wds(config: ml_collections.ConfigDict, num_processes: int | None) -> list[str]:
+    from mmjax.data import wds
+
+    return wds.check(config, num_processes)
+
+
+def _check_arrayrecord(config: ml_collections.ConfigDict, num_processes: int | None) -> list[str]:
+    from mmjax.data import arrayrecord
+
+    return arrayrecord.check(config, num_processes)
+
+
+SOURCE_CHECKS.update(wds=_check_wds, arrayrecord=_check_arrayrecord)
+
+
+def check_source(config: ml_collections.ConfigDict, num_processes: int | None = None) -> list[str]:
+    """Problems with the files of the source `config` (the data config) names; [] for the
+    synthetic source, or when the path is empty (the synthetic fallback below)."""
+    if config.source == "synthetic" or not config.path or config.source not in SOURCE_CHECKS:
+        return []
+    return SOURCE_CHECKS[config.source](config, num_processes)
 
 
 def source_name(config: ml_collections.ConfigDict) -> str:

@@ -24,6 +24,7 @@ import grain
 import numpy as np
 
 from mmjax.data.skipped import Skipped
+from mmjax.errors import DataError
 
 _LOGGED_PER_REASON = 5  # the first few skips of each reason are logged with their key
 _MAX_EMPTY_BATCHES = 1000  # batches in a row with no usable record: the data is all bad
@@ -266,7 +267,7 @@ class TrainIterator(grain.DatasetIterator):
                 self._pull()
                 empty = 0 if rows(self._pending) else empty + 1
                 if empty == _MAX_EMPTY_BATCHES:
-                    raise RuntimeError(
+                    raise DataError(
                         f"No usable record in {empty} batches in a row; skipped so far:"
                         f" {self._counts}. Check config.data (path, and each modality's key)."
                     )

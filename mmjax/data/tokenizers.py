@@ -2,7 +2,8 @@
 
 A tokenizer maps a string to a fixed-length int32 array of ids: start token, text, end
 token, padding (id 0), truncated to the context length keeping the end token. The end
-token has the largest id, so CLIP's argmax pooling finds it.
+token has the largest id, so CLIP's argmax pooling finds it. `ids(text)` gives the text's
+ids before packing, so a reader can tell a caption that does not fit (`fits`).
 """
 
 import re
@@ -12,6 +13,7 @@ from typing import Protocol
 import ml_collections
 import numpy as np
 
+from mmjax.errors import MissingPackageError
 from mmjax.registry import Registry
 
 TOKENIZERS = Registry("tokenizer")
@@ -22,7 +24,14 @@ class Tokenizer(Protocol):
     vocab_size: int
     context_length: int
 
+    def ids(self, text: str) -> list[int]: ...  # the text's ids, unpacked
+
     def __call__(self, text: str) -> np.ndarray: ...
+
+
+def fits(tokenizer: Tokenizer, ids: list[int]) -> bool:
+    """Whether `ids` fit the context with the start and end tokens, uncut."""
+    return len(ids) <= tokenizer.context_length - 2
 
 
 def pack(ids: list[int], bos: int, eot: int, context_length: int) -> np.ndarray:
@@ -53,16 +62,18 @@ class SimpleTokenizer:
     def word_id(self, word: str) -> int:
         return 1 + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - 3)
 
+    def ids(self, text: str) -> list[int]:
+        return [self.word_id(w) for w in self._WORDS.findall(text.lower())]
+
     def __call__(self, text: str) -> np.ndarray:
-        words = self._WORDS.findall(text.lower())
-        return pack([self.word_id(w) for w in words], self.bos, self.eot, self.context_length)
+        return pack(self.ids(text), self.bos, self.eot, self.context_length)
 
 
 def _fits(name: str, needed: int, text_config: ml_collections.ConfigDict) -> None:
     if text_config.vocab_size < needed:
         raise ValueError(
-            f"Tokenizer {name!r} needs config.model.text.vocab_size >= {needed},"
-            f" got {text_config.vocab_size}."
+            f"tokenizer {name!r} needs the text tower's vocab_size >= {needed},"
+            f" got {text_config.vocab_size} (config.model.towers.<text modality>.vocab_size)."
         )
 
 
@@ -74,9 +85,11 @@ class BytesTokenizer:
         self.vocab_size = 259
         self.bos, self.eot = 257, 258
 
+    def ids(self, text: str) -> list[int]:
+        return (np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1).tolist()
+
     def __call__(self, text: str) -> np.ndarray:
-        ids = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + 1
-        return pack(ids.tolist(), self.bos, self.eot, self.context_length)
+        return pack(self.ids(text), self.bos, self.eot, self.context_length)
 
 
 class SentencePieceTokenizer:
@@ -92,7 +105,9 @@ class SentencePieceTokenizer:
         try:
             import sentencepiece
         except ImportError as e:
-            raise ImportError("pip install sentencepiece to use a SentencePiece model.") from e
+            raise MissingPackageError(
+                "pip install sentencepiece to use a SentencePiece model."
+            ) from e
         from mmjax.data.paths import open_file
 
         with open_file(model_path) as f:
@@ -102,9 +117,11 @@ class SentencePieceTokenizer:
         self.vocab_size = n + 3
         self.bos, self.eot = n + 1, n + 2
 
+    def ids(self, text: str) -> list[int]:
+        return [i + 1 for i in self._model.encode(text)]
+
     def __call__(self, text: str) -> np.ndarray:
-        ids = [i + 1 for i in self._model.encode(text)]
-        return pack(ids, self.bos, self.eot, self.context_length)
+        return pack(self.ids(text), self.bos, self.eot, self.context_length)
 
 
 @TOKENIZERS.register("simple")

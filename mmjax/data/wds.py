@@ -26,6 +26,7 @@ import numpy as np
 from mmjax.data import tar
 from mmjax.data.paths import list_files, open_file
 from mmjax.data.skipped import Skipped
+from mmjax.errors import DataError
 
 
 def epoch_order(num_shards: int, seed: int, epoch: int) -> list[int]:
@@ -142,7 +143,7 @@ class _StreamIterator(grain.DatasetIterator):
         while True:
             if self._next_shard >= len(self._mine) and not any(self._slots):
                 if self._mine and not self._yielded:  # (none left after a seek: next epoch)
-                    raise RuntimeError(
+                    raise DataError(
                         f"No readable sample in any of this process's {len(self._mine)}"
                         f" shards in epoch {self._epoch} (of {self._source!r})."
                     )
@@ -203,6 +204,37 @@ class _StreamIterator(grain.DatasetIterator):
         for slot in list(self._readers):
             self._close(slot)
         super().close()
+
+
+def check(config: ml_collections.ConfigDict, num_processes: int | None = None) -> list[str]:
+    """What is wrong with `config.path` before reading: it names no shards, fewer shards
+    than processes, or none of its first few shards reads as a tar."""
+    try:
+        shards = list_files(config.path, ".tar")
+    except (FileNotFoundError, ValueError) as e:
+        return [str(e)]
+    problems = []
+    if num_processes and len(shards) < num_processes:
+        problems.append(
+            f"{len(shards)} shards cannot be split over {num_processes} processes: each"
+            " process reads its own shards; write more, smaller shards."
+        )
+    errors = []
+    for path in shards[:CHECKED_SHARDS]:
+        try:
+            with open_file(path) as f:
+                next(tar.members(f), None)
+            return problems
+        except (OSError, tar.BadShard) as e:
+            errors.append(f"{path}: {type(e).__name__}: {e}")
+    problems.append(
+        f"none of the first {len(errors)} shards reads as a tar ({errors[0]})."
+        " Is the path right, and are the files webdataset tar shards?"
+    )
+    return problems
+
+
+CHECKED_SHARDS = 4  # shards opened at start: a few bad ones are skipped later, all is a mistake
 
 
 def build(config: ml_collections.ConfigDict) -> WdsSource:

@@ -17,14 +17,15 @@ import jax
 import ml_collections
 
 from mmjax import state, storage
-from mmjax.checkpoint import Checkpointer
+from mmjax.checkpoint import Checkpointer, CheckpointError
+from mmjax.errors import UserError
 from mmjax.evals.registry import EvalContext, build_evaluators
 from mmjax.metrics import MetricWriter
 from mmjax.parallel import mesh as mesh_lib
 from mmjax.parallel import sharding
 
 
-class NoCheckpointError(FileNotFoundError):
+class NoCheckpointError(UserError, FileNotFoundError):
     """The workdir has no checkpoint (or not the step asked for)."""
 
 
@@ -45,12 +46,27 @@ def restore_params(
             f"No {wanted} in {ckpts.directory}; steps there: {steps or 'none'}."
         )
     step = step or steps[-1]
-    params = ckpts.restore_params(step, built.abstract.params)
-    ema = None
-    if built.abstract.ema is not None:
-        averaged = ckpts.restore_params(step, built.abstract.ema, field="ema")
-        ema = state.ema_model(averaged, params)  # frozen parameters are not averaged
-    ckpts.close()
+    damaged = ckpts.check(step)
+    if damaged:
+        ckpts.close()
+        raise CheckpointError(
+            f"Checkpoint {step} in {ckpts.directory} is damaged ({damaged[0]}"
+            f"{f'; and {len(damaged) - 1} more' if len(damaged) > 1 else ''}): evaluate"
+            f" another --step ({steps})."
+        )
+    try:
+        params = ckpts.restore_params(step, built.abstract.params)
+        ema = None
+        if built.abstract.ema is not None:
+            averaged = ckpts.restore_params(step, built.abstract.ema, field="ema")
+            ema = state.ema_model(averaged, params)  # frozen parameters are not averaged
+    except Exception as e:  # unreadable, or another model's
+        raise CheckpointError(
+            f"Checkpoint {step} in {ckpts.directory} does not restore into this config's model"
+            f" ({type(e).__name__}: {str(e)[:300]}). Is --config the run's config?"
+        ) from e
+    finally:
+        ckpts.close()
     return built.model, params, step, ema
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
+from mmjax import shapes
 from mmjax.losses.registry import Loss, describe, get_loss, sharded_loss
 
 # Fields of every term, whatever its loss; the loss's own options come on top.
@@ -254,6 +255,7 @@ class Objective:
                 x = y = inputs["x_values"][:, None]
             else:
                 x, y = rows(outputs[t.x]["embedding"]), rows(outputs[t.y]["embedding"])
+            shapes.term_inputs(t.name, t.x, x, t.y, y, scale, bias)
             loss, m = self._sharded[t.name](x, y, scale, bias, **inputs)
             total = total + t.weight * loss
             named = rename(m, t.x, t.y)

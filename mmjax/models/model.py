@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax import shapes
 from mmjax.models.registry import TOWERS
 
 OBJECTIVES_KEY = "objectives"  # the parameters of the objective terms; not a modality name
@@ -115,7 +116,10 @@ class Model(nn.Module):
         key, and its outputs keep the [B, K, ...] layout.
         """
         tower = self.tower_of(modality)
-        extra = x.ndim - 1 - getattr(tower.stem, "example_rank", x.ndim - 1)
+        rank = getattr(tower.stem, "example_rank", None)
+        if rank is not None:
+            shapes.tower_input(modality, x, rank, keys)
+        extra = 0 if rank is None else x.ndim - 1 - rank
         if extra <= 0:
             return tower(x, keys=keys, train=train, with_tokens=with_tokens)
         lead = x.shape[: 1 + extra]

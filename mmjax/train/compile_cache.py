@@ -11,13 +11,15 @@ import os
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from mmjax import storage
+
 
 def cache_dir(setting: str, workdir: str) -> str:
     if not setting:
         return ""
     if "://" in setting or os.path.isabs(setting):
         return setting
-    return os.path.join(workdir, setting)
+    return storage.join(workdir, setting)
 
 
 def enable(setting: str, workdir: str) -> str:

@@ -6,8 +6,10 @@ The train step itself drops any update whose loss or gradient norm is NaN or Inf
 
 import jax
 
+from mmjax.errors import UserError
 
-class NonFiniteError(RuntimeError):
+
+class NonFiniteError(UserError, RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 
 

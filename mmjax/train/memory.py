@@ -2,8 +2,10 @@
 
 import jax
 
+from mmjax.errors import UserError
 
-class OutOfMemoryError(RuntimeError):
+
+class OutOfMemoryError(UserError, RuntimeError):
     """The compiled step needs more memory than a device has."""
 
 

@@ -6,10 +6,11 @@ TensorBoard's profile plugin or Perfetto).
 """
 
 import logging
-import os
 
 import jax
 import ml_collections
+
+from mmjax import storage
 
 
 class StepProfiler:
@@ -17,7 +18,7 @@ class StepProfiler:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.start, self.stop = config.start, config.start + max(config.steps, 1) - 1
-        self.directory = os.path.join(workdir, "profile")
+        self.directory = storage.join(workdir, "profile")
         self._active = False
 
     def before(self, step: int) -> None:
