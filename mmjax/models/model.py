@@ -167,8 +167,10 @@ class Model(nn.Module):
             k = None if keys is None else modality_keys(keys, modality)
             tokens = modality in with_tokens or modality in direct
             out[modality] = self.encode(modality, inputs[modality], k, train, tokens)
+        contexts = dict(self.head_contexts)
         for name, modality, _ in self.heads:  # per-example losses {"values": [B]}
-            if modality in inputs and (train or self.is_initializing()):
+            present = modality in inputs and contexts.get(name, modality) in out
+            if present and (train or self.is_initializing()):
                 out[name] = {"values": self._head(name, modality, inputs, out, keys, train)}
         self.logit_params()  # so that init creates every term's parameters
         return out
