@@ -141,6 +141,20 @@ def modality(type: str, **fields: Any) -> ml_collections.ConfigDict:
     return _entry(f"modality type {type!r}", modalities.modality_defaults(type), fields)
 
 
+def head(type: str, **fields: Any) -> ml_collections.ConfigDict:
+    """A `config.model.heads` entry: a self-supervised head (models/heads.py: mae, mlm)."""
+    from mmjax.models import heads
+
+    return _entry(f"head type {type!r}", heads.head_defaults(type), fields)
+
+
+def patchmix(**fields: Any) -> ml_collections.ConfigDict:
+    """A `config.patchmix` entry: a modality of patch-mixed images (data/patchmix.py)."""
+    from mmjax.data import patchmix as patchmix_lib
+
+    return _entry("patchmix", patchmix_lib.DEFAULTS, fields)
+
+
 def objective(loss: str, modalities: tuple[str, str], **fields: Any) -> ml_collections.ConfigDict:
     """A `config.objectives` term: `loss` between two modalities, with its options."""
     from mmjax.losses import objectives
@@ -186,6 +200,12 @@ def base() -> ml_collections.ConfigDict:
     c.model.towers = ml_collections.ConfigDict()
     c.model.towers.image = tower("vit")
     c.model.towers.text = tower("text")
+    # Head name -> a self-supervised head on a tower (mae, mlm; models/heads.py), its
+    # per-example loss averaged by an objective term `objective("mean", (name, name))`.
+    c.model.heads = ml_collections.ConfigDict()
+    # Name -> a modality of the source images mixed at patch level within the global batch,
+    # with soft targets for `soft_matrix` (PatchMix; data/patchmix.py); its tower `share`s.
+    c.patchmix = ml_collections.ConfigDict()
 
     # Term name -> a weighted loss between two modalities (losses/objectives.py).
     c.objectives = ml_collections.ConfigDict()

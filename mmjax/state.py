@@ -32,6 +32,9 @@ class TrainState(flax.struct.PyTreeNode):
     dropped); `skipped_in_a_row` counts the current run of them. `opt_state` covers the
     trainable parameters only (frozen ones are `optax.MaskedNode`s there), and so does
     `ema`, the moving average of the parameters (None unless `config.ema.decay` > 0).
+    `queues`: {term: {"rows": [Q, d] sharded over the batch axes, "pointer": the next row
+    to write, "filled": rows written so far, up to Q}} for objective terms with a queue of
+    past embeddings (train/queue.py), or None.
     """
 
     step: jax.Array
@@ -40,6 +43,25 @@ class TrainState(flax.struct.PyTreeNode):
     skipped: jax.Array
     skipped_in_a_row: jax.Array
     ema: Any = None
+    queues: Any = None
+
+
+def queue_sizes(config: ml_collections.ConfigDict) -> dict[str, tuple[int, int]]:
+    """{term: (Q, d)} of the objective terms with a queue (`queue_size` > 0)."""
+    d = config.model.embed_dim
+    sizes = {n: int(t.get("queue_size", 0)) for n, t in config.objectives.items()}
+    return {n: (q, d) for n, q in sizes.items() if q > 0}
+
+
+def empty_queues(sizes: dict[str, tuple[int, int]]) -> dict | None:
+    """Zero queues, nothing filled; rows carry the logical axes ("batch", "joint")."""
+    if not sizes:
+        return None
+    rows = lambda shape: nn.LogicallyPartitioned(jnp.zeros(shape, jnp.float32), ("batch", "joint"))
+    zero = lambda: jnp.zeros((), jnp.int32)
+    return {
+        n: {"rows": rows(shape), "pointer": zero(), "filled": zero()} for n, shape in sizes.items()
+    }
 
 
 def dummy_inputs(specs: dict[str, tuple[tuple[int, ...], Any]], batch: int = 1) -> dict:
@@ -58,7 +80,11 @@ def cast_params(params: dict, dtype) -> dict:
 
 
 def fresh_state(
-    params: Any, tx: optax.GradientTransformation, frozen: tuple[str, ...] = (), ema: bool = False
+    params: Any,
+    tx: optax.GradientTransformation,
+    frozen: tuple[str, ...] = (),
+    ema: bool = False,
+    queues: dict[str, tuple[int, int]] | None = None,
 ) -> TrainState:
     """The state a run starts from with `params`: step 0, fresh optimizer moments for the
     trainable parameters (none for those matching `frozen`), the EMA equal to them (in
@@ -72,6 +98,7 @@ def fresh_state(
         skipped=zero,
         skipped_in_a_row=zero,
         ema=jax.tree.map(lambda p: p.astype(jnp.float32), trainable) if ema else None,
+        queues=empty_queues(queues or {}),
     )
 
 
@@ -82,12 +109,13 @@ def make_init_fn(
     frozen: tuple[str, ...] = (),
     ema: bool = False,
     param_dtype: Any = "float32",
+    queues: dict[str, tuple[int, int]] | None = None,
 ):
     """rng -> boxed TrainState (params still carry their logical axis names)."""
 
     def init(rng: jax.Array) -> TrainState:
         params = cast_params(model.init(rng, inputs)["params"], param_dtype)
-        return fresh_state(params, tx, frozen, ema)
+        return fresh_state(params, tx, frozen, ema, queues)
 
     return init
 
@@ -156,7 +184,9 @@ def build(config: ml_collections.ConfigDict, mesh: Mesh) -> Built:
     frozen = params_lib.frozen_patterns(config)
     inputs = dummy_inputs(example_specs(config))
     param_dtype = config.model.get("param_dtype", "float32")
-    init_fn = make_init_fn(model, tx, inputs, frozen, uses_ema(config), param_dtype)
+    init_fn = make_init_fn(
+        model, tx, inputs, frozen, uses_ema(config), param_dtype, queue_sizes(config)
+    )
     abstract, shardings = abstract_state(init_fn, mesh, config.mesh.rules)
     return Built(model, tx, schedule, init_fn, abstract, shardings, frozen)
 
@@ -187,5 +217,5 @@ def init_from(config: ml_collections.ConfigDict, built: Built, state: TrainState
     count = count_params(loaded)
     logging.info("Initialised %d parameters from %s step %d.", count, c.workdir, step)
     params = params_lib.replace(state.params, loaded)
-    fresh = lambda p: fresh_state(p, built.tx, built.frozen, uses_ema(config))
-    return jax.jit(fresh, out_shardings=built.shardings)(params)
+    fresh = lambda p: fresh_state(p, built.tx, built.frozen, uses_ema(config), queue_sizes(config))
+    return jax.jit(lambda p: nn.unbox(fresh(p)), out_shardings=built.shardings)(params)

@@ -486,13 +486,17 @@ def objectives(ctx: Context) -> Iterator[Problem]:
         if len(pair) != 2 or not all(isinstance(m, str) for m in pair):
             yield Problem(f"{field}.modalities", f"must name two modalities, got {pair!r}.")
             continue
+        heads = config.model.get("heads", {})  # a head's per-example values (models/heads.py)
+        mixes = config.get("patchmix", {})  # made in the step from the batch (data/patchmix.py)
         for m in pair:
+            if m in heads:
+                continue
             if m not in towers:
                 yield Problem(
                     f"{field}.modalities",
                     f"{m!r} has no tower: towers are {list(towers)}.{suggest(m, towers)}",
                 )
-            elif m not in data_modalities:
+            elif m not in data_modalities and m not in mixes:
                 yield Problem(
                     f"{field}.modalities",
                     f"{m!r} is not in the batch: config.data.modalities has"

@@ -168,6 +168,7 @@ class ImageTransform:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     decoder: str = "auto"
     resizer: str = "auto"
+    recrop: bool = False  # crop in training even an image already of the output size
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoder", pick("decoder", self.decoder))
@@ -181,7 +182,8 @@ class ImageTransform:
         if isinstance(image, np.ndarray):
             if image.ndim == 2:
                 image = np.repeat(image[..., None], 3, axis=-1)
-            if image.shape == (self.size, self.size, 3) and image.dtype == np.uint8:
+            same = image.shape == (self.size, self.size, 3) and image.dtype == np.uint8
+            if same and not (self.recrop and self.train):
                 return image
             box = self.box(image.shape[:2], rng)
         else:

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from mmjax.data import arrays, audio
+from mmjax.data.augment import ImageAugment, SignalAugment
 from mmjax.data.images import ImageTransform, pixel_box
 from mmjax.data.skipped import Skipped
 from mmjax.data.tokenizers import Tokenizer, build_tokenizer, fits, pack
@@ -99,17 +100,19 @@ def skip_reasons(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 class ImageReader(Reader):
-    """Encoded image bytes or a decoded array -> uint8 [size, size, 3] (images.py)."""
+    """Encoded image bytes or a decoded array -> uint8 [size, size, 3] (images.py), then
+    in training the view augmentations (augment.py), if any."""
 
-    def __init__(self, name: str, transform: ImageTransform):
-        self.name, self.transform = name, transform
+    def __init__(self, name: str, transform: ImageTransform, augment: ImageAugment | None = None):
+        self.name, self.transform, self.augment = name, transform, augment
         self.shape, self.dtype = (transform.size, transform.size, 3), np.dtype(np.uint8)
 
     def __call__(self, value, rng):
         if isinstance(value, bytes) and not value:
             return Skipped(f"missing_{self.name}")
         try:
-            return self.transform(value, rng)
+            image = self.transform(value, rng)
+            return self.augment(image, rng) if self.augment else image
         except Exception as e:
             logging.debug("Bad %s: %s", self.name, e)
             return Skipped(f"bad_{self.name}", detail=f"{type(e).__name__}: {e}")
@@ -123,15 +126,28 @@ class ImageReader(Reader):
     crop_ratio=(3 / 4, 4 / 3),  # and aspect range
     decoder="auto",  # auto | pil | simplejpeg
     resizer="auto",  # auto | pil | cv2
+    # Augmented views (SimCLR / SLIP; data/augment.py), training only; 0 = off.
+    recrop=False,  # crop even images already at `size` (the synthetic source draws them so)
+    flip=0.0,  # probability of a horizontal flip
+    color_jitter=0.0,  # strength (SimCLR 0.8, SLIP 0.4), applied with probability 0.8
+    grayscale=0.0,  # probability
+    blur=0.0,  # probability of a Gaussian blur
 )
 def image(name: str, c: ml_collections.ConfigDict, config, train: bool) -> ImageReader:
-    return ImageReader(name, image_transform(c, train))
+    augment = ImageAugment(c.flip, c.color_jitter, 0.8, c.grayscale, c.blur)
+    return ImageReader(name, image_transform(c, train), augment if train else None)
 
 
 def image_transform(c: ml_collections.ConfigDict, train: bool = True) -> ImageTransform:
     """The crop of an image modality's config (random for training, centre otherwise)."""
     return ImageTransform(
-        c.size, train, tuple(c.crop_scale), tuple(c.crop_ratio), c.decoder, c.resizer
+        c.size,
+        train,
+        tuple(c.crop_scale),
+        tuple(c.crop_ratio),
+        c.decoder,
+        c.resizer,
+        bool(c.get("recrop", False)),
     )
 
 
@@ -311,11 +327,25 @@ class ArrayReader(Reader):
             return Skipped(f"bad_{self.name}", detail=f"{type(e).__name__}: {e}")
 
     def cut(self, x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-        """`length` rows of `x`: a random window in training, the centre otherwise."""
+        """`length` rows of `x`: a random window in training, the centre otherwise; then
+        in training the view augmentations (noise, time masks), if any."""
         out = arrays.crop(x, length, self.train, rng, self.pad)
         if out is None:
             raise SkipRecord("short", f"{len(x)} < {length}")
-        return out
+        augment = getattr(self, "augment", None)
+        return augment(out, rng) if augment and self.train else out
+
+
+# Augmented views of signals (data/augment.py), training only; 0 = off.
+SIGNAL_AUGMENT = dict(
+    noise=0.0,  # Gaussian noise, std as a fraction of the example's
+    time_masks=0,  # zeroed spans per example
+    time_mask_width=0.1,  # each up to this fraction of the window
+)
+
+
+def signal_augment(c: ml_collections.ConfigDict) -> SignalAugment:
+    return SignalAugment(float(c.noise), int(c.time_masks), float(c.time_mask_width))
 
 
 class AudioReader(ArrayReader):
@@ -325,6 +355,7 @@ class AudioReader(ArrayReader):
     def __init__(self, name: str, c: ml_collections.ConfigDict, train: bool):
         self.name, self.train, self.pad = name, train, c.pad_short
         self.sample_rate, self.resample = int(c.sample_rate), c.resample
+        self.augment = signal_augment(c)
         self.length = round(c.sample_rate * c.clip_seconds)
         self.shape, self.dtype = (self.length,), np.dtype(np.float32)
 
@@ -349,6 +380,7 @@ class AudioReader(ArrayReader):
     clip_seconds=10.0,  # window length: random in training, centred at evaluation
     pad_short=True,  # shorter clips: zero-padded at the end (True) or skipped as short_<m>
     resample=True,  # False: files at another rate are skipped as bad_rate_<m>
+    **SIGNAL_AUGMENT,
 )
 def audio_modality(name: str, c: ml_collections.ConfigDict, config, train: bool) -> AudioReader:
     return AudioReader(name, c, train)
@@ -361,6 +393,7 @@ class TimeseriesReader(ArrayReader):
         self.name, self.train, self.pad = name, train, c.pad_short
         self.length, self.channels = int(c.length), int(c.channels)
         self.shape, self.dtype = (self.length, self.channels), np.dtype(np.float32)
+        self.augment = signal_augment(c)
 
     def read(self, value, rng):
         data = _as_bytes(value)
@@ -379,6 +412,7 @@ class TimeseriesReader(ArrayReader):
     channels=6,  # C of [T, C]: another count is bad_shape_<m>
     length=128,  # T samples: random window in training, centred at evaluation
     pad_short=True,  # shorter records: zero-padded at the end (True) or skipped as short_<m>
+    **SIGNAL_AUGMENT,
 )
 def timeseries(name: str, c: ml_collections.ConfigDict, config, train: bool) -> TimeseriesReader:
     return TimeseriesReader(name, c, train)

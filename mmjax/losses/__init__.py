@@ -17,8 +17,12 @@ from mmjax.losses import (
     matryoshka,  # noqa: F401
     multi_positive,  # noqa: F401
     multi_positive_ring,  # noqa: F401
+    ntxent,  # noqa: F401
+    per_example,  # noqa: F401
+    queue,  # noqa: F401
     sigmoid,  # noqa: F401
     sigmoid_ring,  # noqa: F401
+    soft_matrix,  # noqa: F401
     soft_targets,  # noqa: F401
     softmax_ring,  # noqa: F401
 )

@@ -36,9 +36,18 @@ TERM_DEFAULTS = dict(
     x_labels="",  # per-side overrides of `labels`
     y_labels="",
     teacher="self",  # x_teacher / y_teacher: "self" (this step's, stop-gradient) | "ema"
+    # Rows of a queue of past y embeddings (the teacher's: the stopped student's with
+    # teacher="self", the EMA's with "ema") for losses taking `y_queue` (losses/queue.py,
+    # train/queue.py); a multiple of the rows a step adds.
+    queue_size=0,
 )
 # Batch entries holding the EMA model's embeddings of a modality (train/ema.py adds them).
 EMA_TEACHER_PREFIX = "ema_teacher/"
+# Batch entries holding a term's queue and which of its rows are filled (train/queue.py),
+# and the metrics entries the objective hands back with this step's rows for it.
+QUEUE_PREFIX, QUEUE_VALID_PREFIX, QUEUE_PUSH_PREFIX = "queue/", "queue_valid/", "queue_push/"
+# Batch entries holding a mixed modality's soft targets [B, B] (data/patchmix.py).
+TARGETS_PREFIX = "patchmix_targets/"
 TEACHERS = ("self", "ema")
 
 Outputs = Mapping[str, Mapping[str, jax.Array]]  # {modality: {"embedding", "tokens", ...}}
@@ -118,6 +127,10 @@ INPUTS: dict[str, Callable[[Term, Outputs, Mapping], jax.Array]] = {
     # Soft targets' "teacher": this step's embeddings without gradient, or the EMA's.
     "x_teacher": _teacher("x"),
     "y_teacher": _teacher("y"),
+    "x_values": lambda term, outputs, batch: outputs[term.x]["values"],  # heads' losses
+    "x_targets": lambda term, outputs, batch: batch[TARGETS_PREFIX + term.x],  # PatchMix
+    "y_queue": lambda term, outputs, batch: batch[QUEUE_PREFIX + term.name],
+    "y_queue_valid": lambda term, outputs, batch: batch[QUEUE_VALID_PREFIX + term.name],
 }
 TOKEN_INPUTS = ("x_tokens", "y_tokens", "x_token_mask", "y_token_mask")
 
@@ -162,6 +175,12 @@ class Objective:
                 raise ValueError(f"Loss {c.loss!r} takes inputs {unknown} that no term provides.")
             if c.get("teacher", "self") not in TEACHERS:
                 raise ValueError(f"config.objectives.{name}.teacher: use one of {TEACHERS}.")
+            if ("y_queue" in loss.inputs) != (c.get("queue_size", 0) > 0):
+                raise ValueError(
+                    f"config.objectives.{name}: queue_size > 0 goes with a loss that takes a"
+                    f" queue (softmax_queue, moco) and only with one; got loss {c.loss!r},"
+                    f" queue_size={c.get('queue_size', 0)}."
+                )
             term = Term(name, c.modalities[0], c.modalities[1], float(c.weight), loss, c)
             self.terms.append(term)
             self._sharded[name] = sharded_loss(loss, mesh)
@@ -170,8 +189,10 @@ class Objective:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """Every modality some term reads, in order of first use."""
-        return tuple(dict.fromkeys(m for t in self.terms for m in (t.x, t.y)))
+        """Every modality some term reads, in order of first use (not the heads whose
+        per-example values a term averages: the model computes them)."""
+        towers = [t for t in self.terms if "x_values" not in t.loss.inputs]
+        return tuple(dict.fromkeys(m for t in towers for m in (t.x, t.y)))
 
     @property
     def token_modalities(self) -> tuple[str, ...]:
@@ -190,19 +211,33 @@ class Objective:
         for t in self.terms:
             if t.config.get("teacher", "self") == "ema":
                 out += [getattr(t, s) for s in ("x", "y") if f"{s}_teacher" in t.loss.inputs]
+                if "y_queue" in t.loss.inputs:  # the queue holds the teacher's rows
+                    out.append(t.y)
         return tuple(dict.fromkeys(out))
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
         """Batch entries besides the towers' inputs that the terms read (labels, EMA
-        teachers' embeddings)."""
+        teachers' embeddings, queues, soft target matrices)."""
         keys = []
         for t in self.terms:
             for side in ("x", "y"):
                 if f"{side}_labels" in t.loss.inputs and t.label_key(side) != EXAMPLE:
                     keys.append(t.label_key(side))
         keys += [EMA_TEACHER_PREFIX + m for m in self.ema_teacher_modalities]
+        keys += [TARGETS_PREFIX + t.x for t in self.terms if "x_targets" in t.loss.inputs]
+        for t in self.queue_terms:
+            keys += [QUEUE_PREFIX + t.name, QUEUE_VALID_PREFIX + t.name]
         return tuple(dict.fromkeys(keys))
+
+    @property
+    def queue_terms(self) -> tuple[Term, ...]:
+        """Terms with a queue of past y embeddings."""
+        return tuple(t for t in self.terms if "y_queue" in t.loss.inputs)
+
+    def queue_rows(self, term: Term, outputs: Outputs, batch: Mapping) -> jax.Array:
+        """This step's rows for `term`'s queue: its teacher's y embeddings, no gradient."""
+        return jax.lax.stop_gradient(_teacher("y")(term, outputs, batch))
 
     def __call__(
         self,
@@ -216,11 +251,16 @@ class Objective:
         for t in self.terms:
             scale, bias = logits[t.name]
             inputs = {i: INPUTS[i](t, outputs, batch) for i in t.loss.inputs}
-            x, y = rows(outputs[t.x]["embedding"]), rows(outputs[t.y]["embedding"])
+            if "x_values" in inputs:  # a head's per-example values, [B] -> [B, 1]
+                x = y = inputs["x_values"][:, None]
+            else:
+                x, y = rows(outputs[t.x]["embedding"]), rows(outputs[t.y]["embedding"])
             shapes.term_inputs(t.name, t.x, x, t.y, y, scale, bias)
             loss, m = self._sharded[t.name](x, y, scale, bias, **inputs)
             total = total + t.weight * loss
             named = rename(m, t.x, t.y)
             metrics |= {f"{t.name}/{k}": v for k, v in named.items()}
             metrics |= {f"{t.name}/loss": loss, f"{t.name}/scale": scale, f"{t.name}/bias": bias}
+            if "y_queue" in t.loss.inputs:  # popped by the train step (train/queue.py)
+                metrics[QUEUE_PUSH_PREFIX + t.name] = self.queue_rows(t, outputs, batch)
         return total, metrics

@@ -76,10 +76,20 @@ class Model(nn.Module):
     towers: Sequence[tuple[str, Any]]
     shares: Sequence[tuple[str, str]] = ()
     terms: Sequence[tuple[str, LogitInit]] = ()
+    heads: Sequence[tuple[str, str, Any]] = ()  # (name, modality it reads, head factory)
+    head_contexts: Sequence[tuple[str, str]] = ()  # (head, modality whose tokens it attends to)
 
     def setup(self) -> None:
         self._towers = {name: build(name=name) for name, build in self.towers}
         self._logits = TermLogits(self.terms, name=OBJECTIVES_KEY)
+        self._heads = {name: build(name=name) for name, _, build in self.heads}
+
+    @property
+    def head_modalities(self) -> tuple[str, ...]:
+        """The modalities the self-supervised heads read (models/heads.py)."""
+        return tuple(
+            dict.fromkeys([m for _, m, _ in self.heads] + [m for _, m in self.head_contexts])
+        )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -151,13 +161,33 @@ class Model(nn.Module):
         `keys`: one PRNG key per example ([B]); each modality draws from its own fold.
         """
         out = {}
+        direct = {m for n, m, _ in self.heads if not hasattr(self._heads[n], "corrupt")}
+        direct |= {m for _, m in self.head_contexts}  # their tokens are a head's context
         for modality in (m for m in self.modalities if m in inputs):
             k = None if keys is None else modality_keys(keys, modality)
-            out[modality] = self.encode(
-                modality, inputs[modality], k, train, modality in with_tokens
-            )
+            tokens = modality in with_tokens or modality in direct
+            out[modality] = self.encode(modality, inputs[modality], k, train, tokens)
+        contexts = dict(self.head_contexts)
+        for name, modality, _ in self.heads:  # per-example losses {"values": [B]}
+            present = modality in inputs and contexts.get(name, modality) in out
+            if present and (train or self.is_initializing()):
+                out[name] = {"values": self._head(name, modality, inputs, out, keys, train)}
         self.logit_params()  # so that init creates every term's parameters
         return out
+
+    def _head(self, name, modality, inputs, out, keys, train) -> jax.Array:
+        head = self._heads[name]
+        k = None if keys is None else modality_keys(keys, name)
+        if hasattr(head, "corrupt"):  # the tower runs again, on the head's own input
+            if k is None:  # init: any keys will do
+                k = jax.random.split(jax.random.key(0), inputs[modality].shape[0])
+            x, aux = head.corrupt(inputs[modality], k, train)
+            tower_k = None if keys is None else modality_keys(keys, modality)
+            context = dict(self.head_contexts).get(name)
+            if context is not None:  # cross-attention to another tower's tokens
+                context = (out[context]["hidden"], out[context]["token_mask"])
+            return head(self.encode(modality, x, tower_k, train, True), aux, k, train, context)
+        return head(out[modality], inputs[modality], k, train)
 
 
 def build_model(
@@ -176,7 +206,16 @@ def build_model(
         (name, LogitInit(t.temperature_init, t.max_scale, t.bias_init))
         for name, t in (objectives or {}).items()
     ]
-    return Model(tuple(towers), tuple(shares), tuple(terms))
+    from mmjax.models.heads import HEADS
+
+    heads = [
+        (name, c.tower, HEADS.get(c.type).build(c, model_config))
+        for name, c in model_config.get("heads", {}).items()
+    ]
+    contexts = [
+        (name, c.cross) for name, c in model_config.get("heads", {}).items() if c.get("cross")
+    ]
+    return Model(tuple(towers), tuple(shares), tuple(terms), tuple(heads), tuple(contexts))
 
 
 def clamp_temperatures(params: dict, objectives: ml_collections.ConfigDict) -> dict:

@@ -59,14 +59,12 @@ def kept_tokens(n: int, forced: int, ratio: float) -> int:
     return forced + max(1, round((1.0 - ratio) * (n - forced)))
 
 
-def drop_tokens(t: Tokens, keys: jax.Array, ratio: float, keep_first: bool) -> Tokens:
-    """Each example keeps a random subset of its tokens, in their original order.
+def kept_index(t: Tokens, keys: jax.Array, ratio: float, keep_first: bool) -> jax.Array:
+    """[B, keep]: which tokens each example keeps, in their original order.
 
     MAE-style: the tokens of lowest uniform noise (from the example's key) are kept. The
     class token (`keep_first`) and the pooled token (`pool_index`) are always kept;
-    padding tokens (`mask` False) go before any real token. Position embeddings were added
-    by the stem, so a kept token still knows where it was; the mask and the pooled
-    token's index follow the kept tokens, and causal attention keeps its order.
+    padding tokens (`mask` False) go before any real token.
     """
     batch, n, _ = t.x.shape
     draw = lambda k: jax.random.uniform(jax.random.fold_in(k, TOKEN_DROP_SALT), (n,))
@@ -80,13 +78,24 @@ def drop_tokens(t: Tokens, keys: jax.Array, ratio: float, keep_first: bool) -> T
         forced |= jnp.arange(n)[None, :] == t.pool_index[:, None]
     noise = jnp.where(forced, -1.0, noise)
     keep = kept_tokens(n, int(keep_first) + int(t.pool_index is not None), ratio)
-    index = jnp.sort(jnp.argsort(noise, axis=1)[:, :keep], axis=1)
+    return jnp.sort(jnp.argsort(noise, axis=1)[:, :keep], axis=1)
+
+
+def take_tokens(t: Tokens, index: jax.Array) -> Tokens:
+    """The tokens at `index` [B, keep]. Position embeddings were added by the stem, so a
+    kept token still knows where it was; the mask and the pooled token's index follow the
+    kept tokens, and causal attention keeps its order."""
     x = jnp.take_along_axis(t.x, index[..., None], axis=1)
     mask = None if t.mask is None else jnp.take_along_axis(t.mask, index, axis=1)
     pool = None
     if t.pool_index is not None:  # the pooled token's place among the kept ones
         pool = jnp.sum(index < t.pool_index[:, None], axis=1).astype(t.pool_index.dtype)
     return t._replace(x=x, mask=mask, pool_index=pool)
+
+
+def drop_tokens(t: Tokens, keys: jax.Array, ratio: float, keep_first: bool) -> Tokens:
+    """Each example keeps a random subset of its tokens (`kept_index`, `take_tokens`)."""
+    return take_tokens(t, kept_index(t, keys, ratio, keep_first))
 
 
 class Tower(nn.Module):
@@ -96,7 +105,9 @@ class Tower(nn.Module):
     "map" (attention pooling), "index" (the token at `Tokens.pool_index`).
     Outputs: "features" (pooled, before the projection: what linear probes use),
     "embedding" (projected, L2-normalised) and, with `with_tokens`, "tokens" (every
-    token projected and normalised, for token-wise objectives) and "token_mask".
+    token projected and normalised, for token-wise objectives), "token_mask", "hidden"
+    (every token after the final norm, unprojected: decoder heads) and, when tokens were
+    dropped, "kept" ([B, keep] their indices among the stem's tokens).
     """
 
     stem: nn.Module
@@ -123,8 +134,10 @@ class Tower(nn.Module):
         """`keys`: one PRNG key per example ([B], or None): every random choice of a stem
         (masking, augmentation) is drawn from its example's key alone."""
         t = self.stem(x, keys=keys, train=train)
+        kept = None
         if train and keys is not None and self.token_drop > 0:
-            t = drop_tokens(t, keys, self.token_drop, keep_first=self.pool == "cls")
+            kept = kept_index(t, keys, self.token_drop, keep_first=self.pool == "cls")
+            t = take_tokens(t, kept)
         h = layers.Encoder(
             self.depth,
             self.num_heads,
@@ -148,6 +161,9 @@ class Tower(nn.Module):
         if with_tokens:
             out["tokens"] = l2_normalize(proj(norm(h)))
             out["token_mask"] = jnp.ones(h.shape[:2], bool) if t.mask is None else t.mask
+            out["hidden"] = norm(h)  # before the projection: what decoder heads read
+            if kept is not None:  # which of the stem's tokens these are (token_drop)
+                out["kept"] = kept
         return out
 
     def _pool(self, h: jax.Array, t: Tokens, norm: nn.Module) -> jax.Array:

@@ -9,10 +9,11 @@ import ml_collections
 import optax
 
 from mmjax import params as params_lib
+from mmjax.data import patchmix
 from mmjax.losses.objectives import Objective
 from mmjax.models import Model, clamp_temperatures
 from mmjax.state import TrainState, ema_params
-from mmjax.train import accumulate, ema, freeze, token_drop
+from mmjax.train import accumulate, ema, freeze, queue, token_drop
 
 Outputs = dict[str, dict[str, jax.Array]]
 
@@ -31,7 +32,7 @@ def make_forward(model: Model, objective: Objective) -> Callable[[Any, dict, jax
 
     def forward(params: Any, inputs: dict, keys: jax.Array) -> Outputs:
         out = model.apply({"params": params}, inputs, keys, train=True, with_tokens=tokens)
-        keep = ("embedding", "tokens", "token_mask")
+        keep = ("embedding", "tokens", "token_mask", "values")
         return {m: {k: v for k, v in o.items() if k in keep} for m, o in out.items()}
 
     return forward
@@ -41,9 +42,12 @@ def make_logits(model: Model) -> Callable[[Any], dict[str, tuple[jax.Array, jax.
     return lambda params: model.apply({"params": params}, method="logit_params")
 
 
-def split_batch(batch: Mapping[str, jax.Array], objective: Objective) -> tuple[dict, dict]:
-    """(tower inputs, other entries the objective reads: labels)."""
-    inputs = {m: batch[m] for m in objective.modalities}
+def split_batch(
+    batch: Mapping[str, jax.Array], objective: Objective, heads: tuple[str, ...] = ()
+) -> tuple[dict, dict]:
+    """(tower inputs: the objective's modalities and those the model's `heads` read,
+    other entries the objective reads: labels)."""
+    inputs = {m: batch[m] for m in dict.fromkeys((*objective.modalities, *heads))}
     return inputs, {k: batch[k] for k in objective.batch_keys}
 
 
@@ -54,13 +58,14 @@ def make_grad_fn(model: Model, objective: Objective, accum_steps: int = 1) -> Ca
     with the exact full-batch gradient (train/accumulate.py).
     """
     forward, logits = make_forward(model, objective), make_logits(model)
+    heads = getattr(model, "head_modalities", ())
     if accum_steps > 1:
         return accumulate.make_accumulated_grad_fn(
-            forward, logits, objective, accum_steps, lambda b: split_batch(b, objective)
+            forward, logits, objective, accum_steps, lambda b: split_batch(b, objective, heads)
         )
 
     def loss_of(params, batch: dict, keys: jax.Array):
-        inputs, extras = split_batch(batch, objective)
+        inputs, extras = split_batch(batch, objective, heads)
         return objective(forward(params, inputs, keys), logits(params), extras)
 
     return jax.value_and_grad(loss_of, has_aux=True)
@@ -139,10 +144,15 @@ def make_train_step(
 
     Frozen parameters get no gradient computation (train/freeze.py); token-dropping
     phases switch on the step (train/token_drop.py); an objective whose teacher is the
-    EMA model reads its embeddings of the batch (train/ema.py).
+    EMA model reads its embeddings of the batch (train/ema.py); terms with a queue read
+    it and push this step's rows after the update (train/queue.py).
     """
     frozen = params_lib.frozen_patterns(config)
-    make = lambda m: make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
+
+    def make(m: Model) -> Callable:  # PatchMix on the global batch (data/patchmix.py)
+        grad_fn = make_grad_fn(freeze.stop_frozen(m, frozen), objective, config.accum_steps)
+        return patchmix.mixing(grad_fn, config.get("patchmix", {}))
+
     grad_fn = token_drop.phased_grad_fn(model, config, make)
     teachers = objective.ema_teacher_modalities
     apply = make_apply_grads(tx, schedule, config)
@@ -157,7 +167,14 @@ def make_train_step(
                 **batch,
                 **ema.teacher_embeddings(model, ema_model, batch, teachers, config.accum_steps),
             }
+        if state.queues is not None:  # past embeddings as negatives (train/queue.py)
+            batch = {**batch, **queue.batch_entries(state.queues)}
         (loss, metrics), grads = grad_fn(state.step, state.params, batch, keys)
-        return apply(state, loss, metrics, grads)
+        pushed, metrics = queue.pop_pushed(metrics)
+        new_state, metrics = apply(state, loss, metrics, grads)
+        if pushed:
+            applied = new_state.skipped_in_a_row == 0
+            new_state = new_state.replace(queues=queue.push(state.queues, pushed, applied))
+        return new_state, metrics
 
     return train_step

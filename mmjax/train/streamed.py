@@ -98,6 +98,15 @@ def make_parts(
             "Streamed accumulation supports neither token_drop_until nor teacher='ema':"
             " use accum_streamed=False (the one-jit step has both)."
         )
+    if objective.queue_terms:
+        raise ValueError(
+            "Streamed accumulation does not support queue_size > 0: use accum_streamed=False."
+        )
+    if config.get("patchmix"):
+        raise ValueError(
+            "Streamed accumulation never holds the global batch that PatchMix mixes within:"
+            " use accum_streamed=False (the one-jit step mixes it exactly)."
+        )
     # Locked towers and frozen parameters: no backward pass through them (train/freeze.py).
     forward = step.make_forward(freeze.stop_frozen(built.model, built.frozen), objective)
     logits_fn = step.make_logits(built.model)
