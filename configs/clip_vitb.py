@@ -56,15 +56,5 @@ def get_config(arg: str | None = None):
     c.evals.zeroshot.every = 5000
 
     if arg.runlocal:  # the same model, shrunk in batch, resolution and steps for a CPU
-        c.batch_size = 16
-        c.total_steps = 4
-        c.log_every = 1
-        c.ckpt_every = 4
-        c.evals.zeroshot.every = 4
-        c.evals.zeroshot.batch_size = 16
-        c.model.dtype = "float32"
-        c.schedule.warmup_steps = 2
-        c.data.modalities.image.size = 64
-        c.data.num_threads = 2
-        c.data.synthetic.num_eval = 64
+        mmconfig.shrink_for_cpu(c)
     return mmconfig.lock(c)

@@ -81,6 +81,23 @@ def load_config(config_flag: str, overrides: dict[str, Any] | None = None):
     return apply_overrides(cli.load_file(config_flag), overrides or {})
 
 
+def shrink_for_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A recipe's `runlocal` variant: the same model, with the batch, resolution, steps and
+    evaluation shrunk so that a few steps run on a CPU."""
+    c.batch_size = 16
+    c.total_steps = 4
+    c.log_every = 1
+    c.ckpt_every = 4
+    c.evals.zeroshot.every = 4
+    c.evals.zeroshot.batch_size = 16
+    c.model.dtype = "float32"
+    c.schedule.warmup_steps = 2
+    c.data.modalities.image.size = 64
+    c.data.num_threads = 2
+    c.data.synthetic.num_eval = 64
+    return c
+
+
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Locks a config so that setting a field it does not have raises."""
     config.lock()
