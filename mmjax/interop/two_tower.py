@@ -32,6 +32,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from mmjax import config as config_lib
 from mmjax.interop import config_json
 
 TERM = "image_text"  # the name base() gives the image-text term
@@ -182,6 +183,16 @@ TYPES = {
 }
 
 
+def _upgrade_evals(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Evaluator entries as saved, with the fields today's base config adds to an entry
+    of the same name (e.g. zeroshot's `weights`) at their defaults."""
+    base = config_lib.base().evals
+    return {
+        name: {**base[name].to_dict(), **entry} if name in base else dict(entry)
+        for name, entry in saved.items()
+    }
+
+
 def upgrade_config(saved: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, list[str]]:
     """A two-tower run's `config.json` (as a dict) as a multi-tower config, and the saved
     fields it has no place for (dropped).
@@ -191,7 +202,7 @@ def upgrade_config(saved: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict,
     saved.
     """
     saved = dict(saved)
-    new: dict[str, Any] = {"evals": saved.pop("evals")} if "evals" in saved else {}
+    new: dict[str, Any] = {"evals": _upgrade_evals(saved.pop("evals"))} if "evals" in saved else {}
     for field, value in TYPES.items():
         _set(new, field, value)
     origin = {}  # new field -> the old one it came from
