@@ -42,10 +42,17 @@ def every_objective():
 CONFIG = every_objective()
 
 
+# Losses whose terms need more than a pair of towers and the batch, each exercised through
+# the train step (1 = 8 devices, accumulation) in its own file: view pairs
+# (tests/test_views.py), a queue in the train state (tests/test_queue.py), heads' values
+# (tests/test_heads.py) and PatchMix's targets (tests/test_patchmix.py).
+ELSEWHERE = {"ntxent", "ntxent_ring", "softmax_queue", "distill", "moco", "mean", "soft_matrix"}
+
+
 def test_every_registered_loss_has_a_term():
-    assert {t.loss for t in CONFIG.objectives.values()} == set(losses.LOSSES.names()) - {
-        n for n in losses.LOSSES.names() if n.startswith("test_")
-    }
+    registered = {n for n in losses.LOSSES.names() if not n.startswith("test_")}
+    assert registered >= ELSEWHERE  # a renamed loss must not drop out of both lists
+    assert {t.loss for t in CONFIG.objectives.values()} == registered - ELSEWHERE
 
 
 @functools.cache
