@@ -21,6 +21,7 @@ def audio_imu_text(shards, **overrides):
     )
     with c.unlocked():
         del c.model.towers["image"], c.data.modalities["image"], c.objectives["image_text"]
+        del c.evals["zeroshot"]  # it classifies images: no image tower here
         small = dict(width=32, depth=1, num_heads=2, mlp_dim=64, pool="gap")
         c.model.towers.audio = config_lib.tower(
             "audio",
