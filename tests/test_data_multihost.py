@@ -9,6 +9,7 @@ import numpy as np
 
 from mmjax.data import wds
 from tests.data_shards import decoded_images, write_shards
+from tests.helpers import cli_env
 from tests.test_multihost import REPO, free_port
 
 
@@ -16,12 +17,7 @@ def test_processes_read_disjoint_shards_and_the_global_batch_is_their_union(tmp_
     shards = tmp_path / "shards"
     write_shards(str(shards), shards=4, per_shard=20, image_size=16)
     port = free_port()
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-    )
+    env = cli_env(4)
     procs = [
         subprocess.Popen(
             [

@@ -2,13 +2,14 @@
 with 8 devices: same global batches, same loss, and a checkpoint both can resume."""
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
 import sys
 
 import pytest
+
+from tests.helpers import cli_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ARGS = [
@@ -40,12 +41,7 @@ def launch(workdir: pathlib.Path, processes: int, devices_each: int, extra=()) -
                 f"--config.distributed.process_id={i}",
                 "--config.distributed.cpu_collectives=gloo",
             ]
-        env = dict(
-            os.environ,
-            PYTHONPATH=str(REPO),
-            JAX_PLATFORMS="cpu",
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}",
-        )
+        env = cli_env(devices_each)
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "mmjax.main", *ARGS, *dist, *extra, f"--workdir={workdir}"],

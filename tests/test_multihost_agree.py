@@ -9,7 +9,6 @@ that starts late under load does not trip gloo's 30 s context timeout.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import sys
 import pytest
 
 from mmjax import checkpoint, storage
+from tests.helpers import cli_env
 from tests.test_multihost import REPO, free_port
 
 ARGS = [
@@ -35,12 +35,7 @@ ARGS = [
 def launch(workdir: pathlib.Path, extra=((), ())) -> list[subprocess.CompletedProcess]:
     """Starts 2 processes (extra[i]: process i's own flags); waits for both."""
     port = free_port()
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-    )
+    env = cli_env(4)
     procs = [
         subprocess.Popen(
             [
