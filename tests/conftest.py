@@ -2,8 +2,16 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+# The suite compiles hundreds of small programs and runs each for a few steps; LLVM's
+# optimisation passes were about half its CPU time (-O0 leaves XLA's own HLO passes and
+# fusions as they are). Subprocesses get the same flags (tests/helpers.py: cli_env).
+# MMJAX_TEST_XLA_OPT=1 tests the optimised code instead.
+os.environ["XLA_FLAGS"] = " ".join(
+    [
+        os.environ.get("XLA_FLAGS", ""),
+        "" if os.environ.get("MMJAX_TEST_XLA_OPT") else "--xla_backend_optimization_level=0",
+        "--xla_force_host_platform_device_count=8",
+    ]
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

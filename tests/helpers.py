@@ -8,6 +8,12 @@ import numpy as np
 from mmjax import config as config_lib
 
 
+def session_cache() -> str:
+    """The session's shared compilation cache (tests/conftest.py), not one per workdir;
+    "" (none) outside pytest."""
+    return os.environ.get("MMJAX_TEST_COMPILATION_CACHE", "")
+
+
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
     """A model small enough to compile and step in about a second on CPU."""
     c = config_lib.base()
@@ -30,8 +36,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     c.data.num_threads = 1
     c.data.prefetch = 1
     c.data.synthetic.num_eval = 40
-    # The session's shared cache (tests/conftest.py), not one per workdir.
-    c.compile_cache_dir = os.environ.get("MMJAX_TEST_COMPILATION_CACHE", "")
+    c.compile_cache_dir = session_cache()
     c.lock()
     return config_lib.apply_overrides(c, overrides)
 
@@ -55,15 +60,24 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def cli_env(devices: int = 1) -> dict[str, str]:
-    """Environment for a `python -m mmjax.main` subprocess on fake CPU devices."""
-    import os
-
+    """Environment for a `python -m mmjax.main` subprocess on fake CPU devices, with this
+    session's other XLA flags (tests/conftest.py)."""
+    flag = "--xla_force_host_platform_device_count"
+    others = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(flag)]
     return dict(
         os.environ,
         PYTHONPATH=str(REPO),
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=" ".join([*others, f"{flag}={devices}"]),
     )
+
+
+def cli_cache() -> list[str]:
+    """The flag that points a subprocess at the session's shared compilation cache, so
+    that starts running the same program compile it once (put it before a test's own
+    flags: a later `--config.compile_cache_dir` wins)."""
+    path = session_cache()
+    return [f"--config.compile_cache_dir={path}"] if path else []
 
 
 def run_cli(args: list[str], cwd, devices: int = 1, expect: int = 0):
@@ -72,7 +86,7 @@ def run_cli(args: list[str], cwd, devices: int = 1, expect: int = 0):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "mmjax.main", *args],
+        [sys.executable, "-m", "mmjax.main", *cli_cache(), *args],
         cwd=cwd,
         env=cli_env(devices),
         capture_output=True,

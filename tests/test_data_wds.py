@@ -173,7 +173,6 @@ def test_training_on_bad_data_counts_exactly_what_was_planted(tmp_path, caplog):
     assert "bad data bad_image 24, empty_text 8" in caplog.text
 
 
-@pytest.mark.slow
 def test_stop_and_resume_on_shards_matches_an_uninterrupted_run(dirty, tmp_path):
     from tests.test_resume import saved_params
 

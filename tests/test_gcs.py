@@ -187,15 +187,13 @@ def logged(workdir: str) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
 
-# Three starts of the demo (about 1.5 minutes on 2 idle cores, several under load); the
-# fast in-process tests above cover the same paths.
-@pytest.mark.slow
+# Three starts of the demo (about 35 s on 2 idle cores).
 def test_demo_killed_and_resumed_in_a_bucket_ends_as_on_local_disk(gcs, tmp_path):
     env = {**cli_env(2), **gcs_emulator.client_env(gcs)}
     local, remote = str(tmp_path / "local"), f"{fresh_dir()}/run"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    run = [sys.executable, "-m", "mmjax.main", *DEMO]
+    run = [sys.executable, "-m", "mmjax.main", *DEMO]  # its compile cache in the bucket too
     subprocess.run([*run, f"--workdir={local}"], cwd=tmp_path, env=env, check=True, timeout=900)
 
     proc = subprocess.Popen(

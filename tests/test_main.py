@@ -38,6 +38,11 @@ def test_demo_cli_trains_into_default_workdir(tmp_path):
     assert "samples/s" in out and "ETA" in out
 
 
+# Slow (about 55 s: two AdamW steps of the 149M-parameter model on the CPU), and the one
+# test left under --runslow to keep the suite in CI's 20 minutes with the multi-process
+# tests in it. Its parameter count is also checked without training (test_models.py,
+# test_config.py).
+@pytest.mark.slow
 def test_clip_vitb_runlocal_trains_the_full_b16_model(tmp_path):
     out = run_main(
         [

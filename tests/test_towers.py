@@ -256,9 +256,7 @@ def masking() -> dict:
             plain=embed(x, None, False),
             train_without_keys=embed(x, None, True),
             # Keys are one per example; the time series' batch is twice the audio's here.
-            eval_with_keys={
-                n: embed({n: v}, keys_of(2, len(v)), False)[n] for n, v in x.items()
-            },
+            eval_with_keys={n: embed({n: v}, keys_of(2, len(v)), False)[n] for n, v in x.items()},
             repeated=embed(one, jnp.concatenate([keys, keys]), True),
             masks=masks,
         )
