@@ -36,11 +36,20 @@ def _always_nan(x, y, scale, bias, *, axis_name):
     return loss * jnp.nan, metrics
 
 
+def logged_lr(path) -> dict[int, list[float]]:
+    """step -> the learning rates logged for it, in order (a resumed step appears twice)."""
+    out: dict[int, list[float]] = {}
+    for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines()):
+        if "lr" in r:
+            out.setdefault(r["step"], []).append(r["lr"])
+    return out
+
+
 def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
-    good = tiny_config(total_steps=8, ckpt_every=2, stop_at_step=2)
-    loop.train(good, str(tmp_path))
+    good = tiny_config(total_steps=8, ckpt_every=2, log_every=1)
+    loop.train(tiny_config(total_steps=8, ckpt_every=2, log_every=1, stop_at_step=2), str(tmp_path))
     before = saved(tmp_path, good, 2)
-    bad = tiny_config(total_steps=8, ckpt_every=2, max_nonfinite_in_a_row=3)
+    bad = tiny_config(total_steps=8, ckpt_every=2, log_every=1, max_nonfinite_in_a_row=3)
     bad.objectives.image_text.loss = "test_always_nan"
     with pytest.raises(guard.NonFiniteError, match=r"Steps 3\.\.5 \(3 in a row\).*checkpoints/4"):
         loop.train(bad, str(tmp_path), overwrite=True)
@@ -51,6 +60,17 @@ def test_nonfinite_steps_are_skipped_then_the_run_stops(tmp_path):
     assert int(after.skipped) == 2 and int(after.skipped_in_a_row) == 2 and int(after.step) == 4
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped"] >= 2
+
+    # The logged learning rate is the applied one: none (0) on a skipped step; after the
+    # restart on good data the schedule stands where the optimizer's count does, two
+    # updates behind the step, so step i logs what an uninterrupted run logs at i - 2.
+    loop.train(good, str(tmp_path), overwrite=True)
+    loop.train(good, str(tmp_path / "straight"))
+    lr, straight = logged_lr(tmp_path), logged_lr(tmp_path / "straight")
+    assert lr[3][0] == lr[4][0] == 0.0 and straight[3][0] > 0.0
+    for step in range(5, 9):
+        assert lr[step][-1] == straight[step - 2][0], step
+    assert lr[8][-1] != straight[8][0]  # the schedule has moved on: the check can fail
 
 
 def test_workdir_with_another_config_is_refused_unless_overwrite(tmp_path):
