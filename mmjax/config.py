@@ -123,7 +123,7 @@ def check(
     config: ml_collections.ConfigDict, num_devices: int | None, num_processes: int | None
 ) -> None:
     """Fails before anything is built on a config that cannot run, listing every problem
-    with its field and what to change (every check is in mmjax/validate.py)."""
+    with its field and what to change (every check is in mmjax/validate/)."""
     from mmjax import validate
 
     validate.check(config, num_devices, num_processes)

@@ -3,7 +3,7 @@
 They run while tracing (shapes are static), so they cost nothing per step, and turn a
 mismatch that would surface deep inside a convolution or a ring loop into a message that
 names the modality or the objective term and the shape it expects. The config checks
-(mmjax/validate.py) catch the mismatches a config can cause before anything is traced;
+(mmjax/validate/) catch the mismatches a config can cause before anything is traced;
 these guard the code paths that bypass the config (evaluation, export, tests, new code).
 """
 

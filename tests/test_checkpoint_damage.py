@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax import checkpoint, state, storage
+from mmjax import checkpoint_files, state, storage
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.data import pipeline
 from mmjax.parallel import agree
@@ -97,7 +97,7 @@ def test_another_models_checkpoint_is_skipped_naming_what_does_not_fit(straight,
     ckpt = Checkpointer(f"{workdir}/checkpoints", 2, 3)
     ckpt.save(6, state.init_state(init_fn, jax.random.key(0), shardings), data)
     ckpt.close()
-    assert checkpoint.check_files(f"{workdir}/checkpoints/6") == []  # intact, just not ours
+    assert checkpoint_files.check_files(f"{workdir}/checkpoints/6") == []  # intact, just not ours
     ckpt = Checkpointer(f"{workdir}/checkpoints", 2, 3)
     with caplog.at_level("WARNING"):
         step, _, _ = ckpt.restore_newest(abstract_state(tiny_config(**CONFIG)), None)

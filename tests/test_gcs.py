@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax import checkpoint, storage
+from mmjax import checkpoint_files, storage
 from mmjax import state as state_lib
 from mmjax.checkpoint import Checkpointer
 from mmjax.evals import standalone
@@ -90,7 +90,7 @@ def test_run_in_a_bucket_keeps_its_data_state_evaluates_and_resumes_there(
     assert {"config.json", "metrics.jsonl"} <= set(files)
     assert any(f.startswith("tensorboard/events.out.tfevents.") for f in files)
     assert "checkpoints/4/data/process_0-of-1.json" in files
-    assert "checkpoints/4/" + checkpoint.CHECKSUMS in files
+    assert "checkpoints/4/" + checkpoint_files.CHECKSUMS in files
     ckpt = Checkpointer(storage.join(workdir, "checkpoints"), read_only=True)
     assert ckpt.has_data_state(4) and ckpt.check(4) == []  # os.path.exists said False
     ckpt.close()
@@ -104,25 +104,25 @@ def test_run_in_a_bucket_keeps_its_data_state_evaluates_and_resumes_there(
     # What a kill during the save of step 6 leaves on gs://: the step's folder, without
     # Orbax's commit file. It is ignored, and saved again by the resumed run.
     storage.write_text(storage.join(workdir, "checkpoints", "6", "state", "x"), "partial")
-    assert checkpoint.finished_steps(storage.join(workdir, "checkpoints")) == [2, 4]
+    assert checkpoint_files.finished_steps(storage.join(workdir, "checkpoints")) == [2, 4]
     assert collect.latest_checkpoint(workdir) == 4 and not collect.is_finished(workdir, 6)
     with caplog.at_level("INFO"):
         loop.train(config, workdir)
     assert "Ignoring incomplete checkpoint gs://" in caplog.text
     assert "Restored checkpoint at step 4" in caplog.text
     assert "no data position" not in caplog.text  # restored exactly, not derived
-    assert collect.is_finished(workdir, 6) and checkpoint.finished_steps(
+    assert collect.is_finished(workdir, 6) and checkpoint_files.finished_steps(
         storage.join(workdir, "checkpoints")
     ) == [2, 4, 6]
     # Checksums on gs:// are GCS's own CRC32C: an object replaced by other bytes shows.
     step_dir = storage.join(workdir, "checkpoints", "6")
-    recorded = json.loads(storage.read_text(storage.join(step_dir, checkpoint.CHECKSUMS)))
+    recorded = json.loads(storage.read_text(storage.join(step_dir, checkpoint_files.CHECKSUMS)))
     assert all(f["checksum"].startswith("crc32c:") for f in recorded["files"].values())
     name = max(recorded["files"], key=lambda f: recorded["files"][f]["size"])
     data = bytearray(storage.read_bytes(storage.join(step_dir, name)))
     data[len(data) // 2] ^= 1
     storage.write_bytes(storage.join(step_dir, name), bytes(data))
-    assert checkpoint.check_files(step_dir) == [
+    assert checkpoint_files.check_files(step_dir) == [
         f"{name}: content differs from when it was written (CRC32C)"
     ]
     assert list(tmp_path.iterdir()) == []
@@ -203,7 +203,7 @@ def test_demo_killed_and_resumed_in_a_bucket_ends_as_on_local_disk(gcs, tmp_path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    committed = storage.join(remote, "checkpoints", "10", checkpoint.COMMIT_FILE)
+    committed = storage.join(remote, "checkpoints", "10", checkpoint_files.COMMIT_FILE)
     deadline = time.time() + 900
     while proc.poll() is None and not storage.exists(committed) and time.time() < deadline:
         time.sleep(0.2)

@@ -13,7 +13,7 @@ import pathlib
 import subprocess
 import sys
 
-from mmjax import checkpoint, storage
+from mmjax import checkpoint_files, storage
 from tests.helpers import cli_cache, cli_env
 from tests.test_multihost import REPO, free_port
 
@@ -67,7 +67,7 @@ def test_both_processes_fall_back_when_one_finds_the_newest_checkpoint_damaged(t
     first = launch(tmp_path, (["--config.stop_at_step=4"],) * 2)
     assert all(r.returncode == 0 for r in first), first[0].stdout[-3000:] + first[1].stdout[-3000:]
     step_dir = str(tmp_path / "checkpoints" / "4")
-    recorded = json.loads(storage.read_text(f"{step_dir}/{checkpoint.CHECKSUMS}"))["files"]
+    recorded = json.loads(storage.read_text(f"{step_dir}/{checkpoint_files.CHECKSUMS}"))["files"]
     theirs = [f for f in sorted(recorded)[1::2] if "/d/" in f]  # checked by process 1
     bad = max(theirs, key=lambda f: recorded[f]["size"])
     with open(f"{step_dir}/{bad}", "r+b") as f:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mmjax import checkpoint
+from mmjax import checkpoint_files
 from mmjax import config as config_lib
 from mmjax import state as state_lib
 from mmjax.checkpoint import Checkpointer, CheckpointError
@@ -113,7 +113,7 @@ def test_two_tower_workdir_is_refused_then_upgraded_and_resumed(tmp_path):
     )
     assert (ckpt_dir / "3" / "state.two_tower").is_dir()
     assert (workdir / "config.two_tower.json").is_file()
-    assert checkpoint.check_files(str(ckpt_dir / "3")) == []  # its checksums: the new files
+    assert checkpoint_files.check_files(str(ckpt_dir / "3")) == []  # its checksums: the new files
 
     reader = Checkpointer(str(ckpt_dir), read_only=True)
     restored, with_data = reader.restore(3, built.abstract, pipeline.train_iterator(config, 0, 1))

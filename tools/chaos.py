@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from mmjax import checkpoint, errors, storage
+from mmjax import checkpoint_files, errors, storage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def logged_steps(workdir: str) -> list[int]:
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
-    return checkpoint.finished_steps(storage.join(workdir, "checkpoints"))
+    return checkpoint_files.finished_steps(storage.join(workdir, "checkpoints"))
 
 
 def run_to_end(args, workdir: str) -> None:

@@ -105,7 +105,7 @@ def tfds(config: ml_collections.ConfigDict, split: str, seed: int):
 
 
 # Source name -> check(data config, process count or None) -> problems with its files,
-# as messages: run before anything is built (mmjax/validate.py).
+# as messages: run before anything is built (mmjax/validate/).
 SOURCE_CHECKS: dict[str, Callable[[ml_collections.ConfigDict, int | None], list[str]]] = {}
 
 

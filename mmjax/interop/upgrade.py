@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from mmjax import checkpoint, state
+from mmjax import checkpoint_files, state
 from mmjax.checkpoint import Checkpointer
 from mmjax.interop import checkpoints, two_tower
 from mmjax.parallel import mesh as mesh_lib
@@ -90,7 +90,7 @@ def upgrade_step(step_dir: epath.Path, term: str, max_scale: float) -> tuple[boo
     tree = read_state(item)
     if not two_tower.is_two_tower_params(tree["params"]):
         return False, False
-    damaged = checkpoint.check_files(str(step_dir))
+    damaged = checkpoint_files.check_files(str(step_dir))
     if damaged:
         raise ValueError(
             f"Checkpoint {step_dir} is damaged ({'; '.join(damaged[:3])}): not upgraded."
@@ -103,7 +103,7 @@ def upgrade_step(step_dir: epath.Path, term: str, max_scale: float) -> tuple[boo
     if staging.exists():  # left by an upgrade that was cut short
         staging.rmtree()
     write_state(staging, new)
-    sums = step_dir / checkpoint.CHECKSUMS
+    sums = step_dir / checkpoint_files.CHECKSUMS
     if sums.exists():  # the old item's record, kept beside it for a rollback
         sums.rename(_old(sums))
     item.rename(_old(item))
@@ -113,7 +113,7 @@ def upgrade_step(step_dir: epath.Path, term: str, max_scale: float) -> tuple[boo
 
 def _undo_step(step_dir: epath.Path) -> None:
     """Puts an upgraded step back as it was: the old state item and its checksums."""
-    item, sums = step_dir / "state", step_dir / checkpoint.CHECKSUMS
+    item, sums = step_dir / "state", step_dir / checkpoint_files.CHECKSUMS
     item.rmtree()
     _old(item).rename(item)
     if _old(sums).exists():
@@ -173,11 +173,11 @@ def upgrade_workdir(
         for step in report.upgraded:
             _old(ckpt_dir / str(step) / "state").rmtree()
     for step in report.upgraded:  # checksums of the step as it now is, where it had them
-        old_sums = _old(ckpt_dir / str(step) / checkpoint.CHECKSUMS)
+        old_sums = _old(ckpt_dir / str(step) / checkpoint_files.CHECKSUMS)
         if old_sums.exists():
             if not keep_old:
                 old_sums.unlink()
-            checkpoint.write_checksums(str(ckpt_dir / str(step)))
+            checkpoint_files.write_checksums(str(ckpt_dir / str(step)))
     if dropped is not None:
         json_path.rename(root / f"config{OLD_SUFFIX}.json")
         json_path.write_text(saved.to_json_best_effort(indent=2, sort_keys=True))

@@ -12,7 +12,7 @@ from typing import Any
 
 import ml_collections
 
-from mmjax import checkpoint, optim, storage
+from mmjax import checkpoint_files, optim, storage
 from mmjax.storage import PathLike
 from mmjax.sweeps import flops
 
@@ -56,7 +56,7 @@ def final_metrics(workdir: PathLike) -> tuple[int, dict[str, float]]:
 
 def latest_checkpoint(workdir: PathLike) -> int | None:
     """The newest complete checkpoint step (interrupted saves ignored)."""
-    return max(checkpoint.finished_steps(storage.join(workdir, "checkpoints")), default=None)
+    return max(checkpoint_files.finished_steps(storage.join(workdir, "checkpoints")), default=None)
 
 
 def is_finished(workdir: PathLike, total_steps: int) -> bool:
